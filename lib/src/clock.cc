@@ -44,6 +44,11 @@ int DaysInMonth(int year, int month) {
   return month == 2 && leap ? 29 : kDays[month - 1];
 }
 
+// The whole seconds a SystemTime can hold, less one so that a sub-second
+// fraction still fits (libstdc++'s system_clock counts nanoseconds: ~1677..2262).
+constexpr int64_t kMaxRepresentableSeconds =
+    std::chrono::duration_cast<std::chrono::seconds>(SystemTime::duration::max()).count() - 1;
+
 std::optional<SystemTime> MakeTime(int year, int month, int day, int hour, int minute, int second,
                                    int64_t offset_seconds) {
   if (month < 1 || month > 12 || day < 1 || day > DaysInMonth(year, month) || hour > 23 ||
@@ -53,6 +58,9 @@ std::optional<SystemTime> MakeTime(int year, int month, int day, int hour, int m
   if (second == 60) second = 59;  // leap second: clamp
   const int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
   const int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_seconds;
+  // Converting an out-of-range year to nanoseconds would overflow (UB); such a
+  // date is as unusable as a malformed one.
+  if (secs > kMaxRepresentableSeconds || secs < -kMaxRepresentableSeconds) return std::nullopt;
   return SystemTime(std::chrono::seconds(secs));
 }
 
@@ -63,6 +71,21 @@ int MonthFromName(std::string_view name) {
     if (name == kMonths[i]) return static_cast<int>(i) + 1;
   }
   return 0;
+}
+
+bool IsShortDayName(std::string_view name) {
+  for (std::string_view d : {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}) {
+    if (name == d) return true;
+  }
+  return false;
+}
+
+bool IsLongDayName(std::string_view name) {
+  for (std::string_view d :
+       {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}) {
+    if (name == d) return true;
+  }
+  return false;
 }
 
 // Parses "HH:MM:SS" at `pos`.
@@ -156,7 +179,7 @@ std::optional<SystemTime> ParseHttpDate(std::string_view t) {
       t[11] == ' ' && ParseDigits(t, 12, 4, &year) && t[16] == ' ' &&
       ParseHms(t, 17, &hour, &minute, &second) && t.substr(25) == " GMT") {
     const int month = MonthFromName(t.substr(8, 3));
-    if (month == 0) return std::nullopt;
+    if (month == 0 || !IsShortDayName(t.substr(0, 3))) return std::nullopt;
     return MakeTime(year, month, day, hour, minute, second, 0);
   }
   // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
@@ -168,7 +191,7 @@ std::optional<SystemTime> ParseHttpDate(std::string_view t) {
         ParseDigits(t, p + 7, 2, &yy) && t[p + 9] == ' ' &&
         ParseHms(t, p + 10, &hour, &minute, &second) && t.substr(p + 18) == " GMT") {
       const int month = MonthFromName(t.substr(p + 3, 3));
-      if (month == 0) return std::nullopt;
+      if (month == 0 || !IsLongDayName(t.substr(0, comma))) return std::nullopt;
       year = yy < 70 ? 2000 + yy : 1900 + yy;
       return MakeTime(year, month, day, hour, minute, second, 0);
     }
@@ -179,7 +202,8 @@ std::optional<SystemTime> ParseHttpDate(std::string_view t) {
       ParseHms(t, 11, &hour, &minute, &second) && t[19] == ' ' && ParseDigits(t, 20, 4, &year)) {
     const int month = MonthFromName(t.substr(4, 3));
     const char d0 = t[8] == ' ' ? '0' : t[8];
-    if (month == 0 || !std::isdigit(static_cast<unsigned char>(d0)) ||
+    if (month == 0 || !IsShortDayName(t.substr(0, 3)) ||
+        !std::isdigit(static_cast<unsigned char>(d0)) ||
         !std::isdigit(static_cast<unsigned char>(t[9]))) {
       return std::nullopt;
     }
@@ -190,10 +214,20 @@ std::optional<SystemTime> ParseHttpDate(std::string_view t) {
 }
 
 int64_t ToUnixMillis(SystemTime t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  // floor, not truncation, so that times before 1970 round the same way
+  // FormatRfc3339 does.
+  return std::chrono::floor<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
 
 SystemTime FromUnixMillis(int64_t ms) {
+  // A stored or client-supplied value outside SystemTime's range would overflow
+  // the conversion to nanoseconds; clamp it instead.
+  constexpr int64_t kMaxMillis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(SystemTime::duration::max()).count();
+  constexpr int64_t kMinMillis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(SystemTime::duration::min()).count();
+  if (ms >= kMaxMillis) return SystemTime::max();
+  if (ms <= kMinMillis) return SystemTime::min();
   return SystemTime(std::chrono::duration_cast<SystemTime::duration>(std::chrono::milliseconds(ms)));
 }
 

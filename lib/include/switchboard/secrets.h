@@ -45,6 +45,14 @@ class SecretString {
   bool empty() const { return size_ == 0; }
 
  private:
+  // MasterKey and KeyCipher fill sodium memory themselves (random bytes, a
+  // decoded key, a decrypted API key) so no copy of it lands on the heap.
+  friend class MasterKey;
+  friend class KeyCipher;
+  // Takes ownership of `size` bytes at `data`, which sodium_malloc returned
+  // (nullptr when size is 0).
+  static SecretString Adopt(char* data, size_t size);
+
   char* data_ = nullptr;
   size_t size_ = 0;
 };
@@ -90,6 +98,9 @@ Result<MasterKey> LoadMasterKey(const MasterKeyOptions& options);
 // Encrypts and decrypts API keys under one master key. Thread-safe.
 class KeyCipher {
  public:
+  KeyCipher(const KeyCipher&) = delete;
+  KeyCipher& operator=(const KeyCipher&) = delete;
+
   // kFailedPrecondition when InitCrypto() fails.
   static Result<std::unique_ptr<KeyCipher>> Create(MasterKey key);
 
@@ -108,8 +119,12 @@ class KeyCipher {
   static std::optional<std::string> BlobKeyId(std::string_view blob);
 
  private:
-  explicit KeyCipher(MasterKey key) : key_(std::move(key)) {}
+  KeyCipher(MasterKey key, SecretString state)
+      : key_(std::move(key)), state_(std::move(state)) {}
   MasterKey key_;
+  // The expanded AES-256-GCM key (crypto_aead_aes256gcm_state, 16-byte
+  // aligned) in sodium memory; read-only after Create().
+  SecretString state_;
 };
 
 // Re-encrypts every backend's API key from `from` to `to` in one transaction

@@ -1,0 +1,914 @@
+// SqliteStorage: the Storage behind a real deployment. One SQLite connection
+// (SQLiteCpp) under a mutex, WAL mode, versioned schema.
+//
+// Why the choices below:
+// - synchronous=FULL: in WAL mode NORMAL already survives a process kill, but a
+//   power loss may drop the last commits. Backend CRUD answers the admin with
+//   "created"; that promise should hold across a power cut, and the write rate
+//   (admin edits, batched usage) is far too low for the extra fsync to matter.
+// - Every write runs in BEGIN IMMEDIATE, so a second process holding the write
+//   lock makes us wait busy_timeout_ms up front (then kUnavailable) instead of
+//   failing half-way with SQLITE_BUSY on a lock upgrade.
+// - Times are integer Unix milliseconds: sortable, indexable, and the
+//   resolution every consumer (RFC 3339 on the wire, charts) needs.
+// - Enums are stored by name, so the database reads well in the sqlite3 shell
+//   and does not depend on enumerator order.
+// - Usage statistics are computed in SQL (GROUP BY); percentiles come from
+//   per-group latency histograms, so no raw rows cross into C++.
+#include <SQLiteCpp/SQLiteCpp.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+#include "switchboard/storage.h"
+
+namespace switchboard {
+namespace {
+
+constexpr int kMaxPageLimit = 1000;
+
+// One step of the schema history. Steps run in order, each in its own
+// transaction, and leave PRAGMA user_version at `version`. Never edit a
+// released step: append a new one.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE backends (
+  id                    TEXT PRIMARY KEY NOT NULL,
+  name                  TEXT NOT NULL UNIQUE,
+  label                 TEXT NOT NULL,
+  api_base_url          TEXT NOT NULL,
+  api                   TEXT NOT NULL,
+  timeout_seconds       INTEGER NOT NULL,
+  rpm_limit             INTEGER NOT NULL,
+  tpm_limit             INTEGER NOT NULL,
+  max_concurrency       INTEGER NOT NULL,
+  pool                  TEXT NOT NULL,
+  enabled               INTEGER NOT NULL,
+  model_mappings        TEXT NOT NULL,   -- JSON object
+  source                TEXT NOT NULL,
+  metadata              TEXT NOT NULL,   -- JSON object
+  created_at            INTEGER NOT NULL,  -- Unix ms
+  updated_at            INTEGER NOT NULL,  -- Unix ms
+  api_key_ciphertext    TEXT NOT NULL,   -- never plaintext
+  api_key_hint          TEXT NOT NULL,
+  -- Routing state, written by UpdateBackendStates().
+  status                TEXT NOT NULL,
+  cooldown_until        INTEGER,         -- Unix ms, NULL when none
+  consecutive_429_count INTEGER NOT NULL,
+  consecutive_failures  INTEGER NOT NULL,
+  last_error            TEXT NOT NULL
+);
+
+CREATE TABLE cooldown_events (
+  id              INTEGER PRIMARY KEY AUTOINCREMENT,
+  backend_id      TEXT NOT NULL,
+  backend_name    TEXT NOT NULL,
+  start           INTEGER NOT NULL,  -- Unix ms
+  until           INTEGER NOT NULL,  -- Unix ms
+  reason          TEXT NOT NULL,
+  upstream_status INTEGER NOT NULL
+);
+CREATE INDEX cooldown_events_backend ON cooldown_events (backend_id, id);
+
+CREATE TABLE usage (
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
+  request_id        TEXT NOT NULL,
+  time              INTEGER NOT NULL,  -- Unix ms
+  endpoint          TEXT NOT NULL,
+  model             TEXT NOT NULL,
+  backend_id        TEXT NOT NULL,
+  backend_name      TEXT NOT NULL,
+  pool              TEXT NOT NULL,
+  status            INTEGER NOT NULL,
+  attempts          INTEGER NOT NULL,
+  latency_ms        INTEGER NOT NULL,
+  ttfb_ms           INTEGER NOT NULL,
+  prompt_tokens     INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  stream            INTEGER NOT NULL,
+  error             TEXT NOT NULL,
+  trace             TEXT NOT NULL      -- JSON array
+);
+CREATE INDEX usage_time ON usage (time);
+CREATE INDEX usage_backend_time ON usage (backend_id, time);
+CREATE INDEX usage_model_time ON usage (model, time);
+
+-- The gateway config as one JSON document; at most one row.
+CREATE TABLE config (
+  id   INTEGER PRIMARY KEY CHECK (id = 1),
+  json TEXT NOT NULL
+);
+)sql"},
+};
+
+constexpr int kLatestSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
+
+// Column lists shared by the INSERTs and SELECTs below, in Read*() order.
+#define SWITCHBOARD_SQLITE_BACKEND_COLUMNS                                                                    \
+  "id, name, label, api_base_url, api, timeout_seconds, rpm_limit, tpm_limit, "              \
+  "max_concurrency, pool, enabled, model_mappings, source, metadata, created_at, updated_at, " \
+  "api_key_ciphertext, api_key_hint, status, cooldown_until, consecutive_429_count, "         \
+  "consecutive_failures, last_error"
+#define SWITCHBOARD_SQLITE_EVENT_COLUMNS "id, backend_id, backend_name, start, until, reason, upstream_status"
+#define SWITCHBOARD_SQLITE_USAGE_COLUMNS                                                                \
+  "id, request_id, time, endpoint, model, backend_id, backend_name, pool, status, "     \
+  "attempts, latency_ms, ttfb_ms, prompt_tokens, completion_tokens, stream, error, trace"
+
+constexpr const char* kSelectBackends = "SELECT " SWITCHBOARD_SQLITE_BACKEND_COLUMNS " FROM backends";
+constexpr const char* kInsertBackend =
+    "INSERT INTO backends (" SWITCHBOARD_SQLITE_BACKEND_COLUMNS
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+    "?19, ?20, ?21, ?22, ?23)";
+constexpr const char* kUpdateBackend =
+    "UPDATE backends SET name = ?2, label = ?3, api_base_url = ?4, api = ?5, "
+    "timeout_seconds = ?6, rpm_limit = ?7, tpm_limit = ?8, max_concurrency = ?9, pool = ?10, "
+    "enabled = ?11, model_mappings = ?12, source = ?13, metadata = ?14, created_at = ?15, "
+    "updated_at = ?16, api_key_ciphertext = ?17, api_key_hint = ?18, status = ?19, "
+    "cooldown_until = ?20, consecutive_429_count = ?21, consecutive_failures = ?22, "
+    "last_error = ?23 WHERE id = ?1";
+constexpr const char* kInsertEvent =
+    "INSERT INTO cooldown_events (backend_id, backend_name, start, until, reason, "
+    "upstream_status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+constexpr const char* kInsertUsage =
+    "INSERT INTO usage (request_id, time, endpoint, model, backend_id, backend_name, pool, "
+    "status, attempts, latency_ms, ttfb_ms, prompt_tokens, completion_tokens, stream, error, "
+    "trace) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
+Status CheckLimit(int limit) {
+  if (limit < 1 || limit > kMaxPageLimit) {
+    return InvalidArgumentError("limit must be between 1 and 1000", "limit");
+  }
+  return Status::Ok();
+}
+
+// Maps a SQLite failure to a Status: conditions that may clear up (locks, a
+// full disk, I/O) are kUnavailable, everything else kInternal.
+Status StatusFromSqlite(std::string_view what, const SQLite::Exception& e) {
+  std::string message = "sqlite: " + std::string(what) + ": " + e.what();
+  switch (e.getErrorCode() & 0xff) {  // primary code, whether or not extended codes are on
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+      return UnavailableError(std::move(message));
+    default:
+      return InternalError(std::move(message));
+  }
+}
+
+// --- JSON columns ---------------------------------------------------------
+
+std::string MappingsToJson(const std::map<std::string, ModelMapping>& mappings) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.StartObject();
+  for (const auto& [model, mapping] : mappings) {
+    writer.Key(model.data(), static_cast<rapidjson::SizeType>(model.size()));
+    writer.StartObject();
+    writer.Key("upstream_model");
+    writer.String(mapping.upstream_model.data(),
+                  static_cast<rapidjson::SizeType>(mapping.upstream_model.size()));
+    writer.Key("weight");
+    writer.Int(mapping.weight);
+    writer.EndObject();
+  }
+  writer.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+Result<std::map<std::string, ModelMapping>> MappingsFromJson(const std::string& json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return InternalError("stored model_mappings is not a JSON object");
+  }
+  std::map<std::string, ModelMapping> mappings;
+  for (const auto& member : doc.GetObject()) {
+    const auto& value = member.value;
+    if (!value.IsObject() || !value.HasMember("upstream_model") ||
+        !value["upstream_model"].IsString() || !value.HasMember("weight") ||
+        !value["weight"].IsInt()) {
+      return InternalError("stored model_mappings has a malformed entry");
+    }
+    ModelMapping m;
+    m.upstream_model.assign(value["upstream_model"].GetString(),
+                            value["upstream_model"].GetStringLength());
+    m.weight = value["weight"].GetInt();
+    mappings.emplace(std::string(member.name.GetString(), member.name.GetStringLength()),
+                     std::move(m));
+  }
+  return mappings;
+}
+
+std::string ConfigToJson(const Config& c) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.StartObject();
+  writer.Key("pool_order");
+  writer.StartArray();
+  for (const std::string& pool : c.pool_order) {
+    writer.String(pool.data(), static_cast<rapidjson::SizeType>(pool.size()));
+  }
+  writer.EndArray();
+  const std::string_view strategy = StrategyName(c.strategy);
+  writer.Key("strategy");
+  writer.String(strategy.data(), static_cast<rapidjson::SizeType>(strategy.size()));
+  writer.Key("max_attempts");
+  writer.Int(c.max_attempts);
+  writer.Key("cooldown_base_seconds");
+  writer.Int(c.cooldown_base_seconds);
+  writer.Key("cooldown_max_seconds");
+  writer.Int(c.cooldown_max_seconds);
+  writer.Key("error_threshold");
+  writer.Int(c.error_threshold);
+  writer.Key("body_limit_bytes");
+  writer.Int64(c.body_limit_bytes);
+  writer.Key("usage_retention_days");
+  writer.Int(c.usage_retention_days);
+  writer.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+// Fields missing from the stored document keep their Config{} defaults, so a
+// newer build can add settings without a migration.
+Result<Config> ConfigFromJson(const std::string& json) {
+  rapidjson::Document doc;
+  doc.Parse(json.data(), json.size());
+  if (doc.HasParseError() || !doc.IsObject()) {
+    return InternalError("stored config is not a JSON object");
+  }
+  Config c;
+  auto corrupt = [](const char* field) {
+    return InternalError(std::string("stored config has a malformed ") + field);
+  };
+  if (auto it = doc.FindMember("pool_order"); it != doc.MemberEnd()) {
+    if (!it->value.IsArray()) return corrupt("pool_order");
+    c.pool_order.clear();
+    for (const auto& pool : it->value.GetArray()) {
+      if (!pool.IsString()) return corrupt("pool_order");
+      c.pool_order.emplace_back(pool.GetString(), pool.GetStringLength());
+    }
+  }
+  if (auto it = doc.FindMember("strategy"); it != doc.MemberEnd()) {
+    if (!it->value.IsString()) return corrupt("strategy");
+    auto strategy = ParseStrategy(
+        std::string_view(it->value.GetString(), it->value.GetStringLength()));
+    if (!strategy) return corrupt("strategy");
+    c.strategy = *strategy;
+  }
+  const std::pair<const char*, int*> ints[] = {
+      {"max_attempts", &c.max_attempts},
+      {"cooldown_base_seconds", &c.cooldown_base_seconds},
+      {"cooldown_max_seconds", &c.cooldown_max_seconds},
+      {"error_threshold", &c.error_threshold},
+      {"usage_retention_days", &c.usage_retention_days},
+  };
+  for (const auto& [field, target] : ints) {
+    if (auto it = doc.FindMember(field); it != doc.MemberEnd()) {
+      if (!it->value.IsInt()) return corrupt(field);
+      *target = it->value.GetInt();
+    }
+  }
+  if (auto it = doc.FindMember("body_limit_bytes"); it != doc.MemberEnd()) {
+    if (!it->value.IsInt64()) return corrupt("body_limit_bytes");
+    c.body_limit_bytes = it->value.GetInt64();
+  }
+  return c;
+}
+
+// --- Rows -----------------------------------------------------------------
+
+// Binds `b` to kInsertBackend / kUpdateBackend parameters ?1..?23.
+void BindBackend(SQLite::Statement& s, const Backend& b) {
+  s.bind(1, b.id);
+  s.bind(2, b.name);
+  s.bind(3, b.label);
+  s.bind(4, b.api_base_url);
+  s.bind(5, std::string(ApiName(b.api)));
+  s.bind(6, b.timeout_seconds);
+  s.bind(7, b.rpm_limit);
+  s.bind(8, b.tpm_limit);
+  s.bind(9, b.max_concurrency);
+  s.bind(10, b.pool);
+  s.bind(11, static_cast<int>(b.enabled));
+  s.bind(12, MappingsToJson(b.model_mappings));
+  s.bind(13, std::string(BackendSourceName(b.source)));
+  s.bind(14, b.metadata);
+  s.bind(15, ToUnixMillis(b.created_at));
+  s.bind(16, ToUnixMillis(b.updated_at));
+  s.bind(17, b.api_key_ciphertext);
+  s.bind(18, b.api_key_hint);
+  s.bind(19, std::string(BackendStatusName(b.status)));
+  if (b.cooldown_until) {
+    s.bind(20, ToUnixMillis(*b.cooldown_until));
+  } else {
+    s.bind(20);  // NULL
+  }
+  s.bind(21, b.consecutive_429_count);
+  s.bind(22, b.consecutive_failures);
+  s.bind(23, b.last_error);
+}
+
+// Reads the current row of a "SELECT SWITCHBOARD_SQLITE_BACKEND_COLUMNS" statement.
+Result<Backend> ReadBackend(const SQLite::Statement& s) {
+  Backend b;
+  b.id = s.getColumn(0).getString();
+  b.name = s.getColumn(1).getString();
+  b.label = s.getColumn(2).getString();
+  b.api_base_url = s.getColumn(3).getString();
+  auto api = ParseApi(s.getColumn(4).getString());
+  if (!api) return InternalError("backend '" + b.id + "' has an unknown api in the database");
+  b.api = *api;
+  b.timeout_seconds = s.getColumn(5).getInt();
+  b.rpm_limit = s.getColumn(6).getInt64();
+  b.tpm_limit = s.getColumn(7).getInt64();
+  b.max_concurrency = s.getColumn(8).getInt64();
+  b.pool = s.getColumn(9).getString();
+  b.enabled = s.getColumn(10).getInt() != 0;
+  auto mappings = MappingsFromJson(s.getColumn(11).getString());
+  if (!mappings.ok()) {
+    return InternalError("backend '" + b.id + "': " + mappings.status().message());
+  }
+  b.model_mappings = std::move(*mappings);
+  auto source = ParseBackendSource(s.getColumn(12).getString());
+  if (!source) return InternalError("backend '" + b.id + "' has an unknown source in the database");
+  b.source = *source;
+  b.metadata = s.getColumn(13).getString();
+  b.created_at = FromUnixMillis(s.getColumn(14).getInt64());
+  b.updated_at = FromUnixMillis(s.getColumn(15).getInt64());
+  b.api_key_ciphertext = s.getColumn(16).getString();
+  b.api_key_hint = s.getColumn(17).getString();
+  auto status = ParseBackendStatus(s.getColumn(18).getString());
+  if (!status) return InternalError("backend '" + b.id + "' has an unknown status in the database");
+  b.status = *status;
+  if (!s.getColumn(19).isNull()) b.cooldown_until = FromUnixMillis(s.getColumn(19).getInt64());
+  b.consecutive_429_count = s.getColumn(20).getInt();
+  b.consecutive_failures = s.getColumn(21).getInt();
+  b.last_error = s.getColumn(22).getString();
+  return b;
+}
+
+CooldownEvent ReadEvent(const SQLite::Statement& s) {
+  CooldownEvent e;
+  e.id = s.getColumn(0).getInt64();
+  e.backend_id = s.getColumn(1).getString();
+  e.backend_name = s.getColumn(2).getString();
+  e.start = FromUnixMillis(s.getColumn(3).getInt64());
+  e.until = FromUnixMillis(s.getColumn(4).getInt64());
+  e.reason = s.getColumn(5).getString();
+  e.upstream_status = s.getColumn(6).getInt();
+  return e;
+}
+
+UsageRecord ReadUsage(const SQLite::Statement& s) {
+  UsageRecord r;
+  r.id = s.getColumn(0).getInt64();
+  r.request_id = s.getColumn(1).getString();
+  r.time = FromUnixMillis(s.getColumn(2).getInt64());
+  r.endpoint = s.getColumn(3).getString();
+  r.model = s.getColumn(4).getString();
+  r.backend_id = s.getColumn(5).getString();
+  r.backend_name = s.getColumn(6).getString();
+  r.pool = s.getColumn(7).getString();
+  r.status = s.getColumn(8).getInt();
+  r.attempts = s.getColumn(9).getInt();
+  r.latency_ms = s.getColumn(10).getInt64();
+  r.ttfb_ms = s.getColumn(11).getInt64();
+  r.prompt_tokens = s.getColumn(12).getInt64();
+  r.completion_tokens = s.getColumn(13).getInt64();
+  r.stream = s.getColumn(14).getInt() != 0;
+  r.error = s.getColumn(15).getString();
+  r.trace = s.getColumn(16).getString();
+  return r;
+}
+
+// --- Statistics -----------------------------------------------------------
+
+// Nearest-rank percentile over a histogram of (value, count), ascending by
+// value, holding `n` values: rank = ceil(p/100 * n) (at least 1); 0 when empty.
+// Same definition as internal::NearestRank over the expanded values.
+double NearestRankOfHistogram(const std::vector<std::pair<int64_t, int64_t>>& histogram,
+                              int64_t n, double p) {
+  if (n <= 0 || histogram.empty()) return 0;
+  int64_t rank = static_cast<int64_t>(std::ceil(p / 100.0 * static_cast<double>(n)));
+  rank = std::clamp<int64_t>(rank, 1, n);
+  int64_t seen = 0;
+  for (const auto& [value, count] : histogram) {
+    seen += count;
+    if (seen >= rank) return static_cast<double>(value);
+  }
+  return static_cast<double>(histogram.back().first);
+}
+
+struct GroupStats {
+  UsageAggregate usage;
+  std::string backend_name;  // of the newest record in the group
+  std::vector<std::pair<int64_t, int64_t>> latencies;  // (latency_ms, count), ascending
+  std::vector<std::pair<int64_t, int64_t>> ttfbs;      // (ttfb_ms > 0, count), ascending
+  int64_t ttfb_count = 0;
+
+  UsageAggregate Finish() const {
+    UsageAggregate out = usage;
+    out.p50_ms = NearestRankOfHistogram(latencies, usage.requests, 50);
+    out.p95_ms = NearestRankOfHistogram(latencies, usage.requests, 95);
+    out.ttfb_p50_ms = NearestRankOfHistogram(ttfbs, ttfb_count, 50);
+    out.ttfb_p95_ms = NearestRankOfHistogram(ttfbs, ttfb_count, 95);
+    return out;
+  }
+};
+
+// The Unix-seconds start of the bucket holding a record, floor-aligned to a
+// multiple of ?3 seconds (SQLite's / and % truncate toward zero, as C++ does).
+constexpr const char* kBucketKey = "((time / 1000) - (((time / 1000) % ?3) + ?3) % ?3)";
+constexpr const char* kTimeRange = " FROM usage WHERE time >= ?1 AND time < ?2 ";
+
+template <typename Key>
+Key ReadKey(const SQLite::Column& c) {
+  if constexpr (std::is_same_v<Key, int64_t>) {
+    return c.getInt64();
+  } else {
+    return c.getString();
+  }
+}
+
+// Aggregates the usage records in [from_ms, to_ms) grouped by `key_sql` (a
+// constant SQL expression over the usage columns, never built from input).
+template <typename Key>
+std::map<Key, GroupStats> AggregateBy(SQLite::Database& db, const std::string& key_sql,
+                                      int64_t from_ms, int64_t to_ms, int bucket_seconds) {
+  const bool bucketed = key_sql.find("?3") != std::string::npos;
+  auto prepare = [&](const std::string& sql) {
+    auto s = std::make_unique<SQLite::Statement>(db, sql);
+    s->bind(1, from_ms);
+    s->bind(2, to_ms);
+    if (bucketed) s->bind(3, bucket_seconds);
+    return s;
+  };
+  std::map<Key, GroupStats> groups;
+  {
+    // backend_name is a bare column next to the single MAX(id): SQLite takes
+    // it from the row holding the maximum, i.e. the group's newest record.
+    auto s = prepare("SELECT " + key_sql +
+                     " AS k, COUNT(*), SUM(status >= 400 AND status <> 429), SUM(status = 429), "
+                     "SUM(prompt_tokens), SUM(completion_tokens), MAX(id), backend_name" +
+                     kTimeRange + "GROUP BY k");
+    while (s->executeStep()) {
+      GroupStats& g = groups[ReadKey<Key>(s->getColumn(0))];
+      g.usage.requests = s->getColumn(1).getInt64();
+      g.usage.errors = s->getColumn(2).getInt64();
+      g.usage.rate_limited = s->getColumn(3).getInt64();
+      g.usage.prompt_tokens = s->getColumn(4).getInt64();
+      g.usage.completion_tokens = s->getColumn(5).getInt64();
+      g.backend_name = s->getColumn(7).getString();
+    }
+  }
+  {
+    auto s = prepare("SELECT " + key_sql + " AS k, latency_ms, COUNT(*)" + kTimeRange +
+                     "GROUP BY k, latency_ms ORDER BY k, latency_ms");
+    while (s->executeStep()) {
+      groups[ReadKey<Key>(s->getColumn(0))].latencies.emplace_back(s->getColumn(1).getInt64(),
+                                                                   s->getColumn(2).getInt64());
+    }
+  }
+  {
+    auto s = prepare("SELECT " + key_sql + " AS k, ttfb_ms, COUNT(*)" + kTimeRange +
+                     "AND ttfb_ms > 0 GROUP BY k, ttfb_ms ORDER BY k, ttfb_ms");
+    while (s->executeStep()) {
+      GroupStats& g = groups[ReadKey<Key>(s->getColumn(0))];
+      const int64_t count = s->getColumn(2).getInt64();
+      g.ttfbs.emplace_back(s->getColumn(1).getInt64(), count);
+      g.ttfb_count += count;
+    }
+  }
+  return groups;
+}
+
+// --- The store --------------------------------------------------------------
+
+// A Storage over one SQLite connection. Thread-safe: every method takes mu_
+// for its whole run, since SQLiteCpp objects are single-threaded.
+class SqliteStorage final : public Storage {
+ public:
+  // REQUIRES: `db` is open and migrated to kLatestSchemaVersion.
+  explicit SqliteStorage(std::unique_ptr<SQLite::Database> db)
+      : db_(std::move(db)),
+        insert_event_(*db_, kInsertEvent),
+        insert_usage_(*db_, kInsertUsage) {}
+
+  Status CreateBackend(const Backend& backend) override {
+    return Run<Status>("create backend", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement check(*db_, "SELECT id = ?1 FROM backends WHERE id = ?1 OR name = ?2 "
+                                    "ORDER BY id = ?1 DESC LIMIT 1");
+      check.bind(1, backend.id);
+      check.bind(2, backend.name);
+      if (check.executeStep()) {
+        if (check.getColumn(0).getInt() != 0) {
+          return AlreadyExistsError("a backend with id '" + backend.id + "' already exists", "id");
+        }
+        return AlreadyExistsError("a backend named '" + backend.name + "' already exists", "name");
+      }
+      SQLite::Statement insert(*db_, kInsertBackend);
+      BindBackend(insert, backend);
+      insert.exec();
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Result<Backend> GetBackend(const std::string& id) override {
+    return Run<Result<Backend>>("get backend", [&]() -> Result<Backend> {
+      SQLite::Statement s(*db_, std::string(kSelectBackends) + " WHERE id = ?1");
+      s.bind(1, id);
+      if (!s.executeStep()) return NotFoundError("no backend with id '" + id + "'");
+      return ReadBackend(s);
+    });
+  }
+
+  Result<Backend> GetBackendByName(const std::string& name) override {
+    return Run<Result<Backend>>("get backend by name", [&]() -> Result<Backend> {
+      SQLite::Statement s(*db_, std::string(kSelectBackends) + " WHERE name = ?1");
+      s.bind(1, name);
+      if (!s.executeStep()) return NotFoundError("no backend named '" + name + "'");
+      return ReadBackend(s);
+    });
+  }
+
+  Result<std::vector<Backend>> ListBackends(const BackendFilter& filter) override {
+    using Out = Result<std::vector<Backend>>;
+    return Run<Out>("list backends", [&]() -> Out {
+      SQLite::Statement s(*db_, std::string(kSelectBackends) +
+                                    " WHERE (?1 IS NULL OR pool = ?1) AND "
+                                    "(?2 IS NULL OR enabled = ?2) ORDER BY name");
+      if (filter.pool) s.bind(1, *filter.pool);
+      if (filter.enabled) s.bind(2, static_cast<int>(*filter.enabled));
+      std::vector<Backend> out;
+      while (s.executeStep()) {
+        auto b = ReadBackend(s);
+        if (!b.ok()) return b.status();
+        out.push_back(std::move(*b));
+      }
+      return out;
+    });
+  }
+
+  Status UpdateBackend(const Backend& backend) override {
+    return Run<Status>("update backend", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement exists(*db_, "SELECT 1 FROM backends WHERE id = ?1");
+      exists.bind(1, backend.id);
+      if (!exists.executeStep()) return NotFoundError("no backend with id '" + backend.id + "'");
+      SQLite::Statement taken(*db_, "SELECT 1 FROM backends WHERE name = ?1 AND id <> ?2");
+      taken.bind(1, backend.name);
+      taken.bind(2, backend.id);
+      if (taken.executeStep()) {
+        return AlreadyExistsError("a backend named '" + backend.name + "' already exists", "name");
+      }
+      SQLite::Statement update(*db_, kUpdateBackend);
+      BindBackend(update, backend);
+      update.exec();
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Status DeleteBackend(const std::string& id) override {
+    return Run<Status>("delete backend", [&]() -> Status {
+      SQLite::Statement s(*db_, "DELETE FROM backends WHERE id = ?1");
+      s.bind(1, id);
+      if (s.exec() == 0) return NotFoundError("no backend with id '" + id + "'");
+      return Status::Ok();
+    });
+  }
+
+  Status UpdateBackendStates(const std::vector<BackendState>& states) override {
+    if (states.empty()) return Status::Ok();
+    return Run<Status>("update backend states", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*db_,
+                          "UPDATE backends SET status = ?2, cooldown_until = ?3, "
+                          "consecutive_429_count = ?4, consecutive_failures = ?5, "
+                          "last_error = ?6 WHERE id = ?1");
+      for (const BackendState& state : states) {
+        s.reset();
+        s.bind(1, state.backend_id);
+        s.bind(2, std::string(BackendStatusName(state.status)));
+        if (state.cooldown_until) {
+          s.bind(3, ToUnixMillis(*state.cooldown_until));
+        } else {
+          s.bind(3);  // NULL
+        }
+        s.bind(4, state.consecutive_429_count);
+        s.bind(5, state.consecutive_failures);
+        s.bind(6, state.last_error);
+        s.exec();  // no row for a deleted backend: ignored
+      }
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Status ReplaceApiKeys(const std::vector<ApiKeyUpdate>& updates) override {
+    if (updates.empty()) return Status::Ok();
+    return Run<Status>("replace api keys", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*db_, "UPDATE backends SET api_key_ciphertext = ?2 WHERE id = ?1");
+      for (const ApiKeyUpdate& u : updates) {
+        s.reset();
+        s.bind(1, u.backend_id);
+        s.bind(2, u.api_key_ciphertext);
+        if (s.exec() == 0) {
+          return NotFoundError("no backend with id '" + u.backend_id + "'");  // txn rolls back
+        }
+      }
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Status AppendCooldownEvents(const std::vector<CooldownEvent>& events) override {
+    if (events.empty()) return Status::Ok();
+    return Run<Status>("append cooldown events", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement& s = insert_event_;
+      for (const CooldownEvent& e : events) {
+        s.tryReset();  // may report the failure of a previous call; the bindings are redone
+        s.bind(1, e.backend_id);
+        s.bind(2, e.backend_name);
+        s.bind(3, ToUnixMillis(e.start));
+        s.bind(4, ToUnixMillis(e.until));
+        s.bind(5, e.reason);
+        s.bind(6, e.upstream_status);
+        s.exec();
+      }
+      s.tryReset();
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Result<std::vector<CooldownEvent>> ListCooldownEvents(const CooldownEventQuery& query) override {
+    SWITCHBOARD_RETURN_IF_ERROR(CheckLimit(query.limit));
+    using Out = Result<std::vector<CooldownEvent>>;
+    return Run<Out>("list cooldown events", [&]() -> Out {
+      // Two texts rather than "?1 IS NULL OR ...", so each can use its index.
+      SQLite::Statement s(
+          *db_, query.backend_id
+                    ? "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS " FROM cooldown_events WHERE backend_id = ?2 "
+                      "ORDER BY id DESC LIMIT ?1"
+                    : "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS " FROM cooldown_events ORDER BY id DESC LIMIT ?1");
+      s.bind(1, query.limit);
+      if (query.backend_id) s.bind(2, *query.backend_id);
+      std::vector<CooldownEvent> out;
+      while (s.executeStep()) out.push_back(ReadEvent(s));
+      return out;
+    });
+  }
+
+  Status AppendUsage(const std::vector<UsageRecord>& records) override {
+    if (records.empty()) return Status::Ok();
+    return Run<Status>("append usage", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement& s = insert_usage_;
+      for (const UsageRecord& r : records) {
+        s.tryReset();  // may report the failure of a previous call; the bindings are redone
+        s.bind(1, r.request_id);
+        s.bind(2, ToUnixMillis(r.time));
+        s.bind(3, r.endpoint);
+        s.bind(4, r.model);
+        s.bind(5, r.backend_id);
+        s.bind(6, r.backend_name);
+        s.bind(7, r.pool);
+        s.bind(8, r.status);
+        s.bind(9, r.attempts);
+        s.bind(10, r.latency_ms);
+        s.bind(11, r.ttfb_ms);
+        s.bind(12, r.prompt_tokens);
+        s.bind(13, r.completion_tokens);
+        s.bind(14, static_cast<int>(r.stream));
+        s.bind(15, r.error);
+        s.bind(16, r.trace);
+        s.exec();
+      }
+      s.tryReset();
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Result<UsagePage> ListUsage(const UsageQuery& query) override {
+    SWITCHBOARD_RETURN_IF_ERROR(CheckLimit(query.limit));
+    return Run<Result<UsagePage>>("list usage", [&]() -> Result<UsagePage> {
+      SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_USAGE_COLUMNS
+                                " FROM usage WHERE id < ?1 ORDER BY id DESC LIMIT ?2");
+      s.bind(1, query.before.value_or(std::numeric_limits<int64_t>::max()));
+      s.bind(2, query.limit + 1);  // one extra row tells whether another page exists
+      UsagePage page;
+      while (s.executeStep()) page.records.push_back(ReadUsage(s));
+      if (static_cast<int>(page.records.size()) > query.limit) {
+        page.records.pop_back();
+        page.next_before = page.records.back().id;
+      }
+      return page;
+    });
+  }
+
+  Result<UsageStats> QueryUsageStats(const StatsQuery& query) override {
+    if (query.bucket_seconds < 1) {
+      return InvalidArgumentError("bucket_seconds must be >= 1", "bucket_seconds");
+    }
+    return Run<Result<UsageStats>>("query usage stats", [&]() -> Result<UsageStats> {
+      const int64_t from_ms = ToUnixMillis(query.from);
+      const int64_t to_ms = ToUnixMillis(query.to);
+      const int bs = query.bucket_seconds;
+      // One read transaction: every query below sees the same snapshot.
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::DEFERRED);
+      UsageStats stats;
+      auto totals = AggregateBy<std::string>(*db_, "''", from_ms, to_ms, bs);
+      if (auto it = totals.find(""); it != totals.end()) stats.totals = it->second.Finish();
+
+      for (const auto& [id, g] : AggregateBy<std::string>(*db_, "backend_id", from_ms, to_ms, bs)) {
+        stats.by_backend.push_back(BackendUsage{id, g.backend_name, g.Finish()});
+      }
+      std::sort(stats.by_backend.begin(), stats.by_backend.end(),
+                [](const BackendUsage& a, const BackendUsage& b) {
+                  if (a.usage.requests != b.usage.requests) {
+                    return a.usage.requests > b.usage.requests;
+                  }
+                  return a.backend_name < b.backend_name;
+                });
+
+      for (const auto& [model, g] : AggregateBy<std::string>(*db_, "model", from_ms, to_ms, bs)) {
+        stats.by_model.push_back(ModelUsage{model, g.Finish()});
+      }
+      std::sort(stats.by_model.begin(), stats.by_model.end(),
+                [](const ModelUsage& a, const ModelUsage& b) {
+                  if (a.usage.requests != b.usage.requests) {
+                    return a.usage.requests > b.usage.requests;
+                  }
+                  return a.model < b.model;
+                });
+
+      std::map<int64_t, std::vector<std::pair<std::string, int64_t>>> per_backend;
+      {
+        SQLite::Statement s(*db_, std::string("SELECT ") + kBucketKey +
+                                      " AS k, backend_name, COUNT(*)" + kTimeRange +
+                                      "GROUP BY k, backend_name ORDER BY k, backend_name");
+        s.bind(1, from_ms);
+        s.bind(2, to_ms);
+        s.bind(3, bs);
+        while (s.executeStep()) {
+          per_backend[s.getColumn(0).getInt64()].emplace_back(s.getColumn(1).getString(),
+                                                              s.getColumn(2).getInt64());
+        }
+      }
+      for (const auto& [start, g] : AggregateBy<int64_t>(*db_, kBucketKey, from_ms, to_ms, bs)) {
+        UsageBucket bucket;
+        bucket.start = FromUnixMillis(start * 1000);
+        bucket.usage = g.Finish();
+        bucket.requests_by_backend = std::move(per_backend[start]);
+        stats.timeseries.push_back(std::move(bucket));
+      }
+      txn.commit();
+      return stats;
+    });
+  }
+
+  Result<int64_t> DeleteUsageBefore(SystemTime cutoff) override {
+    return Run<Result<int64_t>>("delete usage", [&]() -> Result<int64_t> {
+      SQLite::Statement s(*db_, "DELETE FROM usage WHERE time < ?1");
+      s.bind(1, ToUnixMillis(cutoff));
+      return static_cast<int64_t>(s.exec());
+    });
+  }
+
+  Result<Config> GetConfig() override {
+    return Run<Result<Config>>("get config", [&]() -> Result<Config> {
+      SQLite::Statement s(*db_, "SELECT json FROM config WHERE id = 1");
+      if (!s.executeStep()) return Config{};
+      return ConfigFromJson(s.getColumn(0).getString());
+    });
+  }
+
+  Status PutConfig(const Config& config) override {
+    if (auto errors = ValidateConfig(config); !errors.empty()) {
+      return InvalidArgumentError(errors.front().message, errors.front().param);
+    }
+    return Run<Status>("put config", [&]() -> Status {
+      SQLite::Statement s(*db_,
+                          "INSERT INTO config (id, json) VALUES (1, ?1) "
+                          "ON CONFLICT (id) DO UPDATE SET json = excluded.json");
+      s.bind(1, ConfigToJson(config));
+      s.exec();
+      return Status::Ok();
+    });
+  }
+
+ private:
+  // Runs `body` under mu_, turning anything SQLiteCpp (or the allocator)
+  // throws into a Status. A Transaction inside `body` has already rolled back
+  // by the time the handler runs.
+  template <typename R, typename F>
+  R Run(std::string_view what, F&& body) {
+    std::lock_guard<std::mutex> lock(mu_);
+    try {
+      return body();
+    } catch (const SQLite::Exception& e) {
+      return StatusFromSqlite(what, e);
+    } catch (const std::exception& e) {
+      return InternalError("sqlite: " + std::string(what) + ": " + e.what());
+    }
+  }
+
+  std::mutex mu_;
+  // Declared before the statements that borrow it, so it is closed last.
+  std::unique_ptr<SQLite::Database> db_;  // guarded by mu_
+  SQLite::Statement insert_event_;        // guarded by mu_
+  SQLite::Statement insert_usage_;        // guarded by mu_
+};
+
+int ReadUserVersion(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
+
+Status NewerSchemaError(int found) {
+  return FailedPreconditionError("database schema version " + std::to_string(found) +
+                                 " is newer than this build supports (" +
+                                 std::to_string(kLatestSchemaVersion) + ")");
+}
+
+// Applies the missing migration steps, each in its own IMMEDIATE transaction.
+// The version is re-read inside each transaction, so two processes opening the
+// same new file at once do not both apply a step.
+Status Migrate(SQLite::Database& db) {
+  for (const Migration& m : kMigrations) {
+    SQLite::Transaction txn(db, SQLite::TransactionBehavior::IMMEDIATE);
+    const int current = ReadUserVersion(db);
+    if (current > kLatestSchemaVersion) return NewerSchemaError(current);
+    if (current >= m.version) continue;  // the read-only txn rolls back
+    db.exec(m.sql);
+    // A PRAGMA takes no bound parameters; the version is a constant of this file.
+    db.exec("PRAGMA user_version = " + std::to_string(m.version));
+    txn.commit();
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int SqliteSchemaVersion() { return kLatestSchemaVersion; }
+
+Result<std::unique_ptr<Storage>> OpenSqliteStorage(const SqliteStorageOptions& options) {
+  const std::string what = "open '" + options.path + "'";
+  try {
+    auto db = std::make_unique<SQLite::Database>(
+        options.path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+        std::max(options.busy_timeout_ms, 0));
+    // Refuse a newer schema before changing anything about the file.
+    const int version = ReadUserVersion(*db);
+    if (version > kLatestSchemaVersion) return NewerSchemaError(version);
+    if (options.path != ":memory:") {
+      const std::string mode = db->execAndGet("PRAGMA journal_mode = WAL").getString();
+      if (mode != "wal") {
+        return UnavailableError("sqlite: " + what + ": cannot enable WAL journal mode (got '" +
+                                mode + "')");
+      }
+    }
+    db->exec("PRAGMA synchronous = FULL");
+    db->exec("PRAGMA foreign_keys = ON");
+    if (version < kLatestSchemaVersion) SWITCHBOARD_RETURN_IF_ERROR(Migrate(*db));
+    return std::unique_ptr<Storage>(std::make_unique<SqliteStorage>(std::move(db)));
+  } catch (const SQLite::Exception& e) {
+    if ((e.getErrorCode() & 0xff) == SQLITE_NOTADB) {
+      return FailedPreconditionError("sqlite: " + what + ": not a database: " + e.what());
+    }
+    return StatusFromSqlite(what, e);
+  } catch (const std::exception& e) {
+    return InternalError("sqlite: " + what + ": " + e.what());
+  }
+}
+
+}  // namespace switchboard
+
+#undef SWITCHBOARD_SQLITE_BACKEND_COLUMNS
+#undef SWITCHBOARD_SQLITE_EVENT_COLUMNS
+#undef SWITCHBOARD_SQLITE_USAGE_COLUMNS
