@@ -119,8 +119,7 @@ class KeyCipher {
   static std::optional<std::string> BlobKeyId(std::string_view blob);
 
  private:
-  KeyCipher(MasterKey key, SecretString state)
-      : key_(std::move(key)), state_(std::move(state)) {}
+  KeyCipher(MasterKey key, SecretString state) : key_(std::move(key)), state_(std::move(state)) {}
   MasterKey key_;
   // The expanded AES-256-GCM key (crypto_aead_aes256gcm_state, 16-byte
   // aligned) in sodium memory; read-only after Create().

@@ -30,9 +30,9 @@ constexpr size_t kTagBytes = crypto_aead_aes256gcm_ABYTES;
 // (and mlock) without bound.
 constexpr size_t kMaxPlaintextBytes = 64 * 1024;
 constexpr size_t kMaxPayloadBytes = kNonceBytes + kMaxPlaintextBytes + kTagBytes;
-constexpr size_t kMaxBlobChars = kBlobPrefix.size() + kKeyIdHexChars + 1 +
-                                 sodium_base64_ENCODED_LEN(kMaxPayloadBytes,
-                                                           sodium_base64_VARIANT_ORIGINAL);
+constexpr size_t kMaxBlobChars =
+    kBlobPrefix.size() + kKeyIdHexChars + 1 +
+    sodium_base64_ENCODED_LEN(kMaxPayloadBytes, sodium_base64_VARIANT_ORIGINAL);
 // The BLAKE2b key that turns a master key into its id. Changing it changes
 // every key id, so it is versioned like the blob format.
 constexpr std::string_view kKeyIdContext = "switchboard key id v1";
@@ -377,10 +377,11 @@ Result<MasterKey> LoadMasterKey(const MasterKeyOptions& options) {
     }
   }
   if (options.key_file.empty()) {
-    return FailedPreconditionError(
-        "no master key: set $" +
-        (options.env_var.empty() ? std::string("SWITCHBOARD_MASTER_KEY") : options.env_var) +
-        " to a base64 32-byte key or configure a master key file");
+    std::string how =
+        options.env_var.empty()
+            ? std::string("configure a master key file")
+            : "set $" + options.env_var + " to a base64 32-byte key or configure a master key file";
+    return FailedPreconditionError("no master key: " + how);
   }
   auto key = ReadKeyFile(options.key_file);
   if (key.ok() || key.status().code() != StatusCode::kNotFound) return key;
@@ -430,8 +431,7 @@ Result<std::string> KeyCipher::Encrypt(std::string_view plaintext,
   return blob;
 }
 
-Result<SecretString> KeyCipher::Decrypt(std::string_view blob,
-                                        std::string_view backend_id) const {
+Result<SecretString> KeyCipher::Decrypt(std::string_view blob, std::string_view backend_id) const {
   ParsedBlob parsed;
   if (!ParseBlob(blob, &parsed)) return MalformedBlobError();
   if (parsed.key_id != key_id()) {
@@ -447,9 +447,8 @@ Result<SecretString> KeyCipher::Decrypt(std::string_view blob,
   unsigned long long out_len = 0;
   int rc = crypto_aead_aes256gcm_decrypt_afternm(
       reinterpret_cast<unsigned char*>(plain), &out_len, /*nsec=*/nullptr, ciphertext,
-      ciphertext_len, reinterpret_cast<const unsigned char*>(backend_id.data()),
-      backend_id.size(), nonce,
-      reinterpret_cast<const crypto_aead_aes256gcm_state*>(state_.view().data()));
+      ciphertext_len, reinterpret_cast<const unsigned char*>(backend_id.data()), backend_id.size(),
+      nonce, reinterpret_cast<const crypto_aead_aes256gcm_state*>(state_.view().data()));
   if (rc != 0 || out_len != plain_len) {
     sodium_free(plain);
     return InvalidArgumentError(
