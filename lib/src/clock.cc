@@ -56,7 +56,8 @@ std::optional<SystemTime> MakeTime(int year, int month, int day, int hour, int m
     return std::nullopt;
   }
   if (second == 60) second = 59;  // leap second: clamp
-  const int64_t days = DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
+  const int64_t days =
+      DaysFromCivil(year, static_cast<unsigned>(month), static_cast<unsigned>(day));
   const int64_t secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_seconds;
   // Converting an out-of-range year to nanoseconds would overflow (UB); such a
   // date is as unusable as a malformed one.
@@ -134,9 +135,10 @@ std::string FormatRfc3339(SystemTime t) {
 
 std::optional<SystemTime> ParseRfc3339(std::string_view t) {
   int year, month, day, hour, minute, second;
-  if (!(ParseDigits(t, 0, 4, &year) && t.size() > 4 && t[4] == '-' && ParseDigits(t, 5, 2, &month) &&
-        t.size() > 7 && t[7] == '-' && ParseDigits(t, 8, 2, &day) && t.size() > 10 &&
-        (t[10] == 'T' || t[10] == 't' || t[10] == ' ') && ParseHms(t, 11, &hour, &minute, &second))) {
+  if (!(ParseDigits(t, 0, 4, &year) && t.size() > 4 && t[4] == '-' &&
+        ParseDigits(t, 5, 2, &month) && t.size() > 7 && t[7] == '-' && ParseDigits(t, 8, 2, &day) &&
+        t.size() > 10 && (t[10] == 'T' || t[10] == 't' || t[10] == ' ') &&
+        ParseHms(t, 11, &hour, &minute, &second))) {
     return std::nullopt;
   }
   size_t pos = 19;
@@ -228,7 +230,8 @@ SystemTime FromUnixMillis(int64_t ms) {
       std::chrono::duration_cast<std::chrono::milliseconds>(SystemTime::duration::min()).count();
   if (ms >= kMaxMillis) return SystemTime::max();
   if (ms <= kMinMillis) return SystemTime::min();
-  return SystemTime(std::chrono::duration_cast<SystemTime::duration>(std::chrono::milliseconds(ms)));
+  return SystemTime(
+      std::chrono::duration_cast<SystemTime::duration>(std::chrono::milliseconds(ms)));
 }
 
 }  // namespace switchboard

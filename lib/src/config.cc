@@ -56,7 +56,9 @@ std::vector<FieldError> ValidateConfig(const Config& c) {
   }
   if (c.cooldown_max_seconds < 1 || c.cooldown_max_seconds > 86400) {
     add("cooldown_max_seconds", "must be between 1 and 86400");
-  } else if (c.cooldown_max_seconds < c.cooldown_base_seconds) {
+  } else if (c.cooldown_base_seconds >= 1 && c.cooldown_base_seconds <= 86400 &&
+             c.cooldown_max_seconds < c.cooldown_base_seconds) {
+    // Compared only against a valid base: a bad base is already reported.
     add("cooldown_max_seconds", "must be >= cooldown_base_seconds");
   }
   if (c.error_threshold < 1 || c.error_threshold > 100) {

@@ -5,6 +5,7 @@
 #include <array>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
@@ -35,6 +36,36 @@ constexpr size_t kMaxLabelLength = 256;
 constexpr size_t kMaxModelNameLength = 256;
 constexpr size_t kMaxMetadataBytes = 16 * 1024;
 constexpr int kMaxWeight = 1000;
+// Metadata is re-serialized with rapidjson, which recurses once per level.
+// Keep in step with json.cc.
+constexpr int kMaxMetadataDepth = 32;
+
+// True when `v` nests more than `limit` containers deep. Recurses at most
+// `limit` + 1 levels.
+bool DeeperThan(const rapidjson::Value& v, int limit) {
+  if (v.IsObject()) {
+    if (limit == 0) return true;
+    for (const auto& m : v.GetObject()) {
+      if (DeeperThan(m.value, limit - 1)) return true;
+    }
+  } else if (v.IsArray()) {
+    if (limit == 0) return true;
+    for (const auto& e : v.GetArray()) {
+      if (DeeperThan(e, limit - 1)) return true;
+    }
+  }
+  return false;
+}
+
+// The inside of a bracketed IPv6 host ("::1"): hex digits, ':' and '.' (an
+// embedded IPv4), with at least one ':'.
+bool IsValidIpv6Literal(std::string_view inside) {
+  if (inside.find(':') == std::string_view::npos) return false;
+  for (unsigned char c : inside) {
+    if (!(std::isxdigit(c) || c == ':' || c == '.')) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -113,7 +144,9 @@ std::string CheckBaseUrl(std::string_view url) {
   if (url.size() > kMaxUrlLength) return "is longer than 2048 characters";
   if (HasControlChar(url)) return "must not contain control characters";
   for (unsigned char c : url) {
-    if (c == ' ' || c == '\\' || c >= 0x80) return "must not contain spaces, backslashes or non-ASCII";
+    if (c == ' ' || c == '\\' || c >= 0x80) {
+      return "must not contain spaces, backslashes or non-ASCII";
+    }
   }
   const size_t sep = url.find("://");
   if (sep == std::string_view::npos) return "must be an absolute http or https URL";
@@ -137,7 +170,9 @@ std::string CheckBaseUrl(std::string_view url) {
   std::string_view port;
   if (authority.front() == '[') {  // IPv6 literal
     const size_t close = authority.find(']');
-    if (close == std::string_view::npos || close == 1) return "has a malformed IPv6 host";
+    if (close == std::string_view::npos || !IsValidIpv6Literal(authority.substr(1, close - 1))) {
+      return "has a malformed IPv6 host";
+    }
     host = authority.substr(0, close + 1);
     const std::string_view after = authority.substr(close + 1);
     if (!after.empty()) {
@@ -197,7 +232,8 @@ std::vector<FieldError> ValidateBackend(const Backend& b) {
       continue;
     }
     if (mapping.upstream_model.empty()) {
-      add(param + ".upstream_model", "must not be empty");
+      // "" on the wildcard means pass-through, like "*" (see ModelMapping).
+      if (model != kWildcardModel) add(param + ".upstream_model", "must not be empty");
     } else if (mapping.upstream_model.size() > kMaxModelNameLength ||
                HasControlChar(mapping.upstream_model)) {
       add(param + ".upstream_model", "must be at most 256 characters without control characters");
@@ -209,9 +245,17 @@ std::vector<FieldError> ValidateBackend(const Backend& b) {
   if (b.metadata.size() > kMaxMetadataBytes) {
     add("metadata", "is larger than 16 KiB");
   } else {
+    // Iterative: a deeply nested document must not exhaust the stack. rapidjson
+    // treats a NUL byte as the end of the text, so refuse those explicitly.
     rapidjson::Document doc;
-    doc.Parse(b.metadata.data(), b.metadata.size());
-    if (doc.HasParseError() || !doc.IsObject()) add("metadata", "must be a JSON object");
+    doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
+        b.metadata.data(), b.metadata.size());
+    if (doc.HasParseError() || !doc.IsObject() ||
+        b.metadata.find('\0') != std::string::npos) {
+      add("metadata", "must be a JSON object");
+    } else if (DeeperThan(doc, kMaxMetadataDepth)) {
+      add("metadata", "must not nest deeper than 32 levels");
+    }
   }
   return errors;
 }

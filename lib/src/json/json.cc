@@ -388,9 +388,10 @@ bool HasControlChar(std::string_view s) {
 
 bool IsReadOnlyBackendField(std::string_view key) {
   static constexpr std::string_view kReadOnly[] = {
-      "id",         "status",     "api_key_set",         "api_key_hint",
-      "cooldown_until", "consecutive_429_count", "consecutive_failures", "last_error",
-      "created_at", "updated_at"};
+      "id",         "status",     "api_key_set",          "api_key_hint",
+      "cooldown_until",           "consecutive_429_count", "consecutive_failures",
+      "last_error", "created_at", "updated_at",
+  };
   for (std::string_view r : kReadOnly) {
     if (key == r) return true;
   }
