@@ -6,9 +6,10 @@
 //   power loss may drop the last commits. Backend CRUD answers the admin with
 //   "created"; that promise should hold across a power cut, and the write rate
 //   (admin edits, batched usage) is far too low for the extra fsync to matter.
-// - Every write runs in BEGIN IMMEDIATE, so a second process holding the write
-//   lock makes us wait busy_timeout_ms up front (then kUnavailable) instead of
-//   failing half-way with SQLITE_BUSY on a lock upgrade.
+// - Every write, single statements included, runs in BEGIN IMMEDIATE: a second
+//   process holding the write lock makes us wait busy_timeout_ms up front
+//   (then kUnavailable), instead of failing on a read-to-write upgrade with
+//   SQLITE_BUSY_SNAPSHOT, which the busy handler does not retry.
 // - Times are integer Unix milliseconds: sortable, indexable, and the
 //   resolution every consumer (RFC 3339 on the wire, charts) needs.
 // - Enums are stored by name, so the database reads well in the sqlite3 shell
@@ -124,17 +125,19 @@ CREATE TABLE config (
 constexpr int kLatestSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
 
 // Column lists shared by the INSERTs and SELECTs below, in Read*() order.
-#define SWITCHBOARD_SQLITE_BACKEND_COLUMNS                                                                    \
-  "id, name, label, api_base_url, api, timeout_seconds, rpm_limit, tpm_limit, "              \
+#define SWITCHBOARD_SQLITE_BACKEND_COLUMNS                                                     \
+  "id, name, label, api_base_url, api, timeout_seconds, rpm_limit, tpm_limit, "                \
   "max_concurrency, pool, enabled, model_mappings, source, metadata, created_at, updated_at, " \
-  "api_key_ciphertext, api_key_hint, status, cooldown_until, consecutive_429_count, "         \
+  "api_key_ciphertext, api_key_hint, status, cooldown_until, consecutive_429_count, "          \
   "consecutive_failures, last_error"
-#define SWITCHBOARD_SQLITE_EVENT_COLUMNS "id, backend_id, backend_name, start, until, reason, upstream_status"
-#define SWITCHBOARD_SQLITE_USAGE_COLUMNS                                                                \
-  "id, request_id, time, endpoint, model, backend_id, backend_name, pool, status, "     \
+#define SWITCHBOARD_SQLITE_EVENT_COLUMNS \
+  "id, backend_id, backend_name, start, until, reason, upstream_status"
+#define SWITCHBOARD_SQLITE_USAGE_COLUMNS                                            \
+  "id, request_id, time, endpoint, model, backend_id, backend_name, pool, status, " \
   "attempts, latency_ms, ttfb_ms, prompt_tokens, completion_tokens, stream, error, trace"
 
-constexpr const char* kSelectBackends = "SELECT " SWITCHBOARD_SQLITE_BACKEND_COLUMNS " FROM backends";
+constexpr const char* kSelectBackends =
+    "SELECT " SWITCHBOARD_SQLITE_BACKEND_COLUMNS " FROM backends";
 constexpr const char* kInsertBackend =
     "INSERT INTO backends (" SWITCHBOARD_SQLITE_BACKEND_COLUMNS
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
@@ -272,8 +275,8 @@ Result<Config> ConfigFromJson(const std::string& json) {
   }
   if (auto it = doc.FindMember("strategy"); it != doc.MemberEnd()) {
     if (!it->value.IsString()) return corrupt("strategy");
-    auto strategy = ParseStrategy(
-        std::string_view(it->value.GetString(), it->value.GetStringLength()));
+    auto strategy =
+        ParseStrategy(std::string_view(it->value.GetString(), it->value.GetStringLength()));
     if (!strategy) return corrupt("strategy");
     c.strategy = *strategy;
   }
@@ -408,8 +411,8 @@ UsageRecord ReadUsage(const SQLite::Statement& s) {
 // Nearest-rank percentile over a histogram of (value, count), ascending by
 // value, holding `n` values: rank = ceil(p/100 * n) (at least 1); 0 when empty.
 // Same definition as internal::NearestRank over the expanded values.
-double NearestRankOfHistogram(const std::vector<std::pair<int64_t, int64_t>>& histogram,
-                              int64_t n, double p) {
+double NearestRankOfHistogram(const std::vector<std::pair<int64_t, int64_t>>& histogram, int64_t n,
+                              double p) {
   if (n <= 0 || histogram.empty()) return 0;
   int64_t rank = static_cast<int64_t>(std::ceil(p / 100.0 * static_cast<double>(n)));
   rank = std::clamp<int64_t>(rank, 1, n);
@@ -423,7 +426,7 @@ double NearestRankOfHistogram(const std::vector<std::pair<int64_t, int64_t>>& hi
 
 struct GroupStats {
   UsageAggregate usage;
-  std::string backend_name;  // of the newest record in the group
+  std::string backend_name;                            // of the newest record in the group
   std::vector<std::pair<int64_t, int64_t>> latencies;  // (latency_ms, count), ascending
   std::vector<std::pair<int64_t, int64_t>> ttfbs;      // (ttfb_ms > 0, count), ascending
   int64_t ttfb_count = 0;
@@ -512,15 +515,14 @@ class SqliteStorage final : public Storage {
  public:
   // REQUIRES: `db` is open and migrated to kLatestSchemaVersion.
   explicit SqliteStorage(std::unique_ptr<SQLite::Database> db)
-      : db_(std::move(db)),
-        insert_event_(*db_, kInsertEvent),
-        insert_usage_(*db_, kInsertUsage) {}
+      : db_(std::move(db)), insert_event_(*db_, kInsertEvent), insert_usage_(*db_, kInsertUsage) {}
 
   Status CreateBackend(const Backend& backend) override {
     return Run<Status>("create backend", [&]() -> Status {
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-      SQLite::Statement check(*db_, "SELECT id = ?1 FROM backends WHERE id = ?1 OR name = ?2 "
-                                    "ORDER BY id = ?1 DESC LIMIT 1");
+      SQLite::Statement check(*db_,
+                              "SELECT id = ?1 FROM backends WHERE id = ?1 OR name = ?2 "
+                              "ORDER BY id = ?1 DESC LIMIT 1");
       check.bind(1, backend.id);
       check.bind(2, backend.name);
       if (check.executeStep()) {
@@ -595,9 +597,11 @@ class SqliteStorage final : public Storage {
 
   Status DeleteBackend(const std::string& id) override {
     return Run<Status>("delete backend", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement s(*db_, "DELETE FROM backends WHERE id = ?1");
       s.bind(1, id);
       if (s.exec() == 0) return NotFoundError("no backend with id '" + id + "'");
+      txn.commit();
       return Status::Ok();
     });
   }
@@ -673,11 +677,12 @@ class SqliteStorage final : public Storage {
     using Out = Result<std::vector<CooldownEvent>>;
     return Run<Out>("list cooldown events", [&]() -> Out {
       // Two texts rather than "?1 IS NULL OR ...", so each can use its index.
-      SQLite::Statement s(
-          *db_, query.backend_id
-                    ? "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS " FROM cooldown_events WHERE backend_id = ?2 "
-                      "ORDER BY id DESC LIMIT ?1"
-                    : "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS " FROM cooldown_events ORDER BY id DESC LIMIT ?1");
+      SQLite::Statement s(*db_, query.backend_id
+                                    ? "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS
+                                      " FROM cooldown_events WHERE backend_id = ?2 "
+                                      "ORDER BY id DESC LIMIT ?1"
+                                    : "SELECT " SWITCHBOARD_SQLITE_EVENT_COLUMNS
+                                      " FROM cooldown_events ORDER BY id DESC LIMIT ?1");
       s.bind(1, query.limit);
       if (query.backend_id) s.bind(2, *query.backend_id);
       std::vector<CooldownEvent> out;
@@ -797,9 +802,12 @@ class SqliteStorage final : public Storage {
 
   Result<int64_t> DeleteUsageBefore(SystemTime cutoff) override {
     return Run<Result<int64_t>>("delete usage", [&]() -> Result<int64_t> {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement s(*db_, "DELETE FROM usage WHERE time < ?1");
       s.bind(1, ToUnixMillis(cutoff));
-      return static_cast<int64_t>(s.exec());
+      const int64_t deleted = s.exec();
+      txn.commit();
+      return deleted;
     });
   }
 
@@ -816,11 +824,13 @@ class SqliteStorage final : public Storage {
       return InvalidArgumentError(errors.front().message, errors.front().param);
     }
     return Run<Status>("put config", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement s(*db_,
                           "INSERT INTO config (id, json) VALUES (1, ?1) "
                           "ON CONFLICT (id) DO UPDATE SET json = excluded.json");
       s.bind(1, ConfigToJson(config));
       s.exec();
+      txn.commit();
       return Status::Ok();
     });
   }
@@ -878,19 +888,22 @@ Status Migrate(SQLite::Database& db) {
 int SqliteSchemaVersion() { return kLatestSchemaVersion; }
 
 Result<std::unique_ptr<Storage>> OpenSqliteStorage(const SqliteStorageOptions& options) {
+  if (options.path.empty()) {
+    return InvalidArgumentError("sqlite: the database path must not be empty", "path");
+  }
   const std::string what = "open '" + options.path + "'";
   try {
-    auto db = std::make_unique<SQLite::Database>(
-        options.path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
-        std::max(options.busy_timeout_ms, 0));
+    auto db = std::make_unique<SQLite::Database>(options.path,
+                                                 SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+                                                 std::max(options.busy_timeout_ms, 0));
     // Refuse a newer schema before changing anything about the file.
     const int version = ReadUserVersion(*db);
     if (version > kLatestSchemaVersion) return NewerSchemaError(version);
     if (options.path != ":memory:") {
       const std::string mode = db->execAndGet("PRAGMA journal_mode = WAL").getString();
       if (mode != "wal") {
-        return UnavailableError("sqlite: " + what + ": cannot enable WAL journal mode (got '" +
-                                mode + "')");
+        return FailedPreconditionError("sqlite: " + what +
+                                       ": cannot enable WAL journal mode (got '" + mode + "')");
       }
     }
     db->exec("PRAGMA synchronous = FULL");
