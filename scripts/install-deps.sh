@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libcurl4-openssl-dev libsqlitecpp-dev libsqlite3-dev libsodium-dev
-  rapidjson-dev libcpp-httplib-dev catch2
+  rapidjson-dev libcpp-httplib-dev catch2 libbenchmark-dev
 )
 
 missing=()

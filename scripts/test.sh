@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds every target and runs every test: first
 # the CI preset (warnings as errors), then the whole suite again under
-# AddressSanitizer + UndefinedBehaviorSanitizer. SWITCHBOARD_SKIP_ASAN=1 skips
-# the second pass.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then under ThreadSanitizer.
+# SWITCHBOARD_SKIP_SANITIZERS=1 runs the first pass only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,7 @@ run_preset() {
 }
 
 run_preset ci
-if [ "${SWITCHBOARD_SKIP_ASAN:-0}" != "1" ]; then
+if [ "${SWITCHBOARD_SKIP_SANITIZERS:-0}" != "1" ]; then
   run_preset asan
+  run_preset tsan
 fi
