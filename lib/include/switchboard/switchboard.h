@@ -13,7 +13,9 @@
 #include "switchboard/config.h"
 #include "switchboard/cooldown_manager.h"
 #include "switchboard/json.h"
+#include "switchboard/metrics.h"
 #include "switchboard/pool_manager.h"
+#include "switchboard/proxy.h"
 #include "switchboard/rate_limiter.h"
 #include "switchboard/router.h"
 #include "switchboard/secrets.h"
@@ -21,5 +23,6 @@
 #include "switchboard/storage.h"
 #include "switchboard/storage_writer.h"
 #include "switchboard/types.h"
+#include "switchboard/upstream.h"
 
 #endif  // SWITCHBOARD_SWITCHBOARD_H_
