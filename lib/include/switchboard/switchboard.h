@@ -9,6 +9,7 @@
 #ifndef SWITCHBOARD_SWITCHBOARD_H_
 #define SWITCHBOARD_SWITCHBOARD_H_
 
+#include "switchboard/admin.h"
 #include "switchboard/clock.h"
 #include "switchboard/config.h"
 #include "switchboard/cooldown_manager.h"
