@@ -1,0 +1,213 @@
+#include "cli.h"
+
+#include <charconv>
+#include <cstdlib>
+
+namespace switchboard::server {
+
+namespace {
+
+constexpr int kMaxDrainSeconds = 3600;
+
+Cli UsageError(std::string message) {
+  Cli cli;
+  cli.action = Cli::Action::kUsageError;
+  cli.error = std::move(message);
+  return cli;
+}
+
+std::optional<int> ParseInt(std::string_view text) {
+  int value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLookup& env) {
+  Cli cli;
+  cli.action = Cli::Action::kServe;
+  ServerOptions& o = cli.options;
+  bool db_given = false;
+  if (auto listen = env("SWITCHBOARD_LISTEN"); listen && !listen->empty()) o.listen = *listen;
+  if (auto db = env("SWITCHBOARD_DB"); db && !db->empty()) {
+    o.db_path = *db;
+    db_given = true;
+  }
+  if (auto keys = env("SWITCHBOARD_CLIENT_KEYS"); keys) o.client_keys = SplitKeys(*keys);
+
+  for (size_t i = first; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::optional<std::string> inline_value;
+    if (flag.rfind("--", 0) == 0) {
+      if (const size_t eq = flag.find('='); eq != std::string::npos) {
+        inline_value = flag.substr(eq + 1);
+        flag.resize(eq);
+      }
+    }
+    // The flag's value: "--flag=VALUE" or the next argument.
+    auto value = [&]() -> std::optional<std::string> {
+      if (inline_value) return inline_value;
+      if (i + 1 >= args.size()) return std::nullopt;
+      return args[++i];
+    };
+    if (flag == "--help" || flag == "-h") {
+      cli.action = Cli::Action::kServeHelp;
+      return cli;
+    }
+    if (flag == "--demo") {
+      if (inline_value) return UsageError("--demo takes no value");
+      o.demo = true;
+      continue;
+    }
+    std::string* target = nullptr;
+    if (flag == "--listen") target = &o.listen;
+    if (flag == "--db") target = &o.db_path;
+    if (flag == "--master-key-file") target = &o.master_key_file;
+    if (flag == "--import") target = &o.import_file;
+    if (target != nullptr || flag == "--drain-seconds") {
+      std::optional<std::string> v = value();
+      if (!v) return UsageError(flag + " needs a value");
+      if (v->empty()) return UsageError(flag + " must not be empty");
+      if (flag == "--drain-seconds") {
+        std::optional<int> seconds = ParseInt(*v);
+        if (!seconds || *seconds < 0 || *seconds > kMaxDrainSeconds) {
+          return UsageError("--drain-seconds must be a whole number of seconds from 0 to " +
+                            std::to_string(kMaxDrainSeconds));
+        }
+        o.drain_timeout = std::chrono::seconds(*seconds);
+        continue;
+      }
+      *target = *v;
+      if (flag == "--db") db_given = true;
+      continue;
+    }
+    if (flag.rfind("-", 0) == 0) return UsageError("unknown flag " + flag);
+    return UsageError("unexpected argument " + flag);
+  }
+  if (Result<ListenAddress> listen = ParseListenAddress(o.listen); !listen.ok()) {
+    return UsageError("--listen " + listen.status().message());
+  }
+  if (o.demo && !db_given) o.db_path.clear();  // a temporary store (see ServerOptions)
+  return cli;
+}
+
+}  // namespace
+
+std::optional<std::string> GetEnv(const std::string& name) {
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+Cli ParseCommandLine(const std::vector<std::string>& args, const EnvLookup& env) {
+  if (args.empty()) return UsageError("no command given");
+  const std::string& first = args[0];
+  if (first == "--help" || first == "-h" || first == "help") {
+    Cli cli;
+    cli.action = Cli::Action::kHelp;
+    return cli;
+  }
+  if (first == "--version" || first == "-V" || first == "version") {
+    Cli cli;
+    cli.action = Cli::Action::kVersion;
+    return cli;
+  }
+  if (first == "serve") return ParseServe(args, 1, env);
+  if (first.rfind("-", 0) == 0) return UsageError("unknown flag " + first);
+  return UsageError("unknown command " + first);
+}
+
+std::string HelpText() {
+  return "switchboard routes LLM API traffic over pools of upstream accounts.\n"
+         "\n"
+         "Usage:\n"
+         "  switchboard serve [flags]    run the gateway (see: switchboard serve --help)\n"
+         "  switchboard --version        print the version\n"
+         "  switchboard --help           print this help\n"
+         "\n"
+         "Try it with no account anywhere:\n"
+         "  switchboard serve --demo\n";
+}
+
+std::string ServeHelpText() {
+  return "Usage: switchboard serve [flags]\n"
+         "\n"
+         "Serves the OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
+         "/v1/embeddings, /v1/models), /v1/messages, /healthz and /metrics.\n"
+         "\n"
+         "Flags:\n"
+         "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080;\n"
+         "                          port 0 picks a free one)          [$SWITCHBOARD_LISTEN]\n"
+         "  --db PATH               SQLite database (default switchboard.db)  [$SWITCHBOARD_DB]\n"
+         "  --master-key-file PATH  master key file (default: PATH.key beside the database;\n"
+         "                          created with mode 0600 when missing)\n"
+         "  --import FILE           create or update backends (by name) from a JSON array\n"
+         "  --demo                  start built-in mock upstreams and demo backends; without\n"
+         "                          --db the store lives in a temporary directory\n"
+         "  --drain-seconds N       on SIGTERM/SIGINT, let requests finish for up to N\n"
+         "                          seconds (default 10)\n"
+         "  -h, --help              print this help\n"
+         "\n"
+         "Environment:\n"
+         "  SWITCHBOARD_MASTER_KEY   base64 master key (32 bytes); overrides the key file\n"
+         "  SWITCHBOARD_CLIENT_KEYS  comma-separated keys clients must send, as\n"
+         "                           'Authorization: Bearer KEY' or 'x-api-key: KEY'\n";
+}
+
+std::string VersionText() { return std::string("switchboard ") + SWITCHBOARD_VERSION; }
+
+Result<ListenAddress> ParseListenAddress(std::string_view text) {
+  ListenAddress out;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return InvalidArgumentError("must be HOST:PORT or [IPV6]:PORT");
+    }
+    out.host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return InvalidArgumentError("must be HOST:PORT");
+    out.host = std::string(text.substr(0, colon));
+    if (out.host.find(':') != std::string::npos) {
+      return InvalidArgumentError("IPv6 hosts go in brackets: [::1]:8080");
+    }
+    port = text.substr(colon + 1);
+  }
+  if (out.host.empty()) return InvalidArgumentError("needs a host, e.g. 127.0.0.1:8080");
+  for (char c : out.host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '-' || c == ':' || c == '%' || c == '_';
+    if (!ok) return InvalidArgumentError("has an invalid host");
+  }
+  std::optional<int> p = ParseInt(port);
+  if (!p || *p < 0 || *p > 65535) return InvalidArgumentError("needs a port from 0 to 65535");
+  out.port = *p;
+  return out;
+}
+
+std::string FormatHostPort(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+std::vector<std::string> SplitKeys(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    const std::string_view part = Trim(text.substr(0, comma));
+    if (!part.empty()) out.emplace_back(part);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+}  // namespace switchboard::server

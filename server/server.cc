@@ -1,0 +1,608 @@
+#include "server.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+#include <utility>
+
+#include "cli.h"
+#include "errors.h"
+#include "import.h"
+
+namespace switchboard::server {
+
+namespace {
+
+using httplib::ContentReader;
+using httplib::Request;
+using httplib::Response;
+using SteadyClock = std::chrono::steady_clock;
+
+struct ProxyRoute {
+  const char* path;
+  const char* endpoint;  // the path after /v1
+  Api api;
+};
+constexpr ProxyRoute kProxyRoutes[] = {
+    {"/v1/chat/completions", "/chat/completions", Api::kOpenAI},
+    {"/v1/completions", "/completions", Api::kOpenAI},
+    {"/v1/embeddings", "/embeddings", Api::kOpenAI},
+    {"/v1/messages", "/messages", Api::kAnthropic},
+};
+
+// Every path we serve and the methods it takes, for 405 vs 404.
+struct KnownPath {
+  std::string_view path;
+  std::string_view allow;
+};
+constexpr KnownPath kKnownPaths[] = {
+    {"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/v1/embeddings", "POST"},
+    {"/v1/messages", "POST"},         {"/v1/models", "GET, HEAD"}, {"/healthz", "GET, HEAD"},
+    {"/metrics", "GET, HEAD"},
+};
+
+// The largest body any Config allows (ValidateConfig: 1 KiB..1 GiB). httplib's
+// own limit is only a backstop: the handlers enforce the configured one while
+// reading.
+constexpr size_t kMaxPayload = size_t{1} << 30;
+
+constexpr int kMaxJsonNesting = 512;
+
+Api ApiForPath(std::string_view path) {
+  return path.rfind("/v1/messages", 0) == 0 ? Api::kAnthropic : Api::kOpenAI;
+}
+
+// Replaces any header `name` (httplib's set_header adds one more).
+void SetHeader(Response& res, const std::string& name, const std::string& value) {
+  res.headers.erase(name);
+  res.set_header(name, value);
+}
+
+void SendError(Response& res, Api api, int status, std::string_view message,
+               std::string_view code = "", std::string_view param = "") {
+  res.status = status;
+  res.body = ErrorBody(api, status, message, code, param);
+  SetHeader(res, "Content-Type", "application/json");
+}
+
+bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::array<unsigned char, 32> Sha256(std::string_view text) {
+  std::array<unsigned char, 32> out{};
+  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(text.data()), text.size());
+  return out;
+}
+
+// How deeply `json` nests arrays and objects (outside strings). Invalid JSON
+// is the proxy's to refuse; this only guards its recursive parser against
+// "[[[[..." bodies that would exhaust a thread's stack.
+int JsonNesting(std::string_view json) {
+  int depth = 0;
+  int deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// The error event that ends a stream the server had to cut off.
+std::string ShutdownErrorEvent(Api api) {
+  constexpr std::string_view kMessage =
+      "The server is shutting down; the response was cut off before it was complete.";
+  return "event: error\ndata: " + ErrorBody(api, 503, kMessage, "server_shutting_down") + "\n\n";
+}
+
+// Response headers httplib writes itself, or that describe the upstream's
+// connection rather than ours.
+bool IsHopHeader(std::string_view name) {
+  for (std::string_view h : {"content-length", "transfer-encoding", "connection", "keep-alive",
+                             "content-type", "content-encoding", "upgrade", "trailer"}) {
+    if (EqualsIgnoreCase(name, h)) return true;
+  }
+  return false;
+}
+
+std::string MakeTempDir() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) base = "/tmp";
+  std::string templ = (base / "switchboard-demo-XXXXXX").string();
+  if (::mkdtemp(templ.data()) == nullptr) return "";
+  return templ;
+}
+
+}  // namespace
+
+bool IsSaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
+  });
+}
+
+std::string NewRequestId() {
+  unsigned char bytes[12];
+  randombytes_buf(bytes, sizeof(bytes));
+  char hex[sizeof(bytes) * 2 + 1];
+  sodium_bin2hex(hex, sizeof(hex), bytes, sizeof(bytes));
+  return std::string("req_") + hex;
+}
+
+Server::Server(ServerOptions options) : options_(std::move(options)) {}
+
+Server::~Server() {
+  std::thread drain;
+  {
+    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    drain = std::move(drain_thread_);
+  }
+  if (drain.joinable()) drain.join();
+  // Stop serving before what the handlers use goes away, and close the store
+  // before removing its directory.
+  http_.reset();
+  proxy_.reset();
+  metrics_.reset();
+  owned_upstream_.reset();
+  router_.reset();
+  writer_.reset();
+  storage_.reset();
+  demo_.reset();
+  if (!temp_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(temp_dir_, ec);
+  }
+}
+
+std::string Server::url() const { return "http://" + FormatHostPort(host_, port_); }
+
+int64_t Server::BodyLimit() const { return router_->snapshot()->config().body_limit_bytes; }
+
+Status Server::OpenStore() {
+  db_path_ = options_.db_path;
+  if (db_path_.empty() && options_.demo) {
+    temp_dir_ = MakeTempDir();
+    if (temp_dir_.empty()) {
+      return UnavailableError(
+          std::string("cannot create a temporary directory for the demo store: ") +
+          std::strerror(errno));
+    }
+    db_path_ = temp_dir_ + "/switchboard.db";
+  } else if (db_path_.empty()) {
+    db_path_ = "switchboard.db";
+  }
+
+  MasterKeyOptions key_options;
+  key_options.env_var = options_.master_key_env;
+  key_options.key_file = options_.master_key_file;
+  if (key_options.key_file.empty() && db_path_ != ":memory:")
+    key_options.key_file = db_path_ + ".key";
+  key_options.create_if_missing = true;
+  const bool env_set =
+      !options_.master_key_env.empty() && std::getenv(options_.master_key_env.c_str()) != nullptr;
+  Result<MasterKey> key =
+      key_options.key_file.empty() && !env_set ? MasterKey::Generate() : LoadMasterKey(key_options);
+  if (!key.ok()) {
+    return Status(key.status().code(), "master key: " + key.status().message());
+  }
+  Result<std::unique_ptr<KeyCipher>> cipher = KeyCipher::Create(*std::move(key));
+  if (!cipher.ok()) return cipher.status();
+  cipher_ = *std::move(cipher);
+
+  Result<std::unique_ptr<Storage>> storage = OpenSqliteStorage({.path = db_path_});
+  if (!storage.ok()) {
+    return Status(storage.status().code(),
+                  "database " + db_path_ + ": " + storage.status().message());
+  }
+  storage_ = *std::move(storage);
+  return Status::Ok();
+}
+
+Status Server::Start() {
+  if (http_) return FailedPreconditionError("the server was started already");
+  Result<ListenAddress> listen = ParseListenAddress(options_.listen);
+  if (!listen.ok()) {
+    return InvalidArgumentError("listen address " + options_.listen + ": " +
+                                listen.status().message());
+  }
+  SWITCHBOARD_RETURN_IF_ERROR(InitCrypto());
+  SWITCHBOARD_RETURN_IF_ERROR(OpenStore());
+  const SystemTime now = Clock::Real().WallNow();
+
+  if (!options_.import_file.empty()) {
+    Result<ImportSummary> imported =
+        ImportBackendsFile(options_.import_file, *storage_, *cipher_, now);
+    if (!imported.ok()) {
+      const Status& s = imported.status();
+      std::string message = "import file " + options_.import_file + ": ";
+      if (!s.param().empty()) message += s.param() + ": ";
+      return Status(s.code(), message + s.message(), s.param());
+    }
+    std::fprintf(stderr, "switchboard: imported %s: %d created, %d updated, %d unchanged\n",
+                 options_.import_file.c_str(), imported->created, imported->updated,
+                 imported->unchanged);
+  }
+
+  if (options_.demo) {
+    demo_ = std::make_unique<DemoUpstreams>(options_.demo_options);
+    SWITCHBOARD_RETURN_IF_ERROR(demo_->Start());
+    SWITCHBOARD_RETURN_IF_ERROR(UpsertDemoBackends(*storage_, *cipher_, *demo_, now));
+  }
+
+  writer_ = std::make_unique<StorageWriter>(*storage_);
+  router_ = std::make_unique<Router>(Clock::Real(), writer_.get());
+  SWITCHBOARD_RETURN_IF_ERROR(router_->LoadFrom(*storage_));
+
+  upstream_ = options_.upstream;
+  if (upstream_ == nullptr) {
+    Result<std::unique_ptr<UpstreamClient>> client = NewCurlUpstreamClient({});
+    if (!client.ok()) return client.status();
+    owned_upstream_ = *std::move(client);
+    upstream_ = owned_upstream_.get();
+  }
+  metrics_ = std::make_unique<Metrics>();
+  ProxyOptions proxy_options;
+  proxy_options.body_limit_bytes = BodyLimit();
+  proxy_ = std::make_unique<Proxy>(*router_, *upstream_, cipher_.get(), writer_.get(),
+                                   Clock::Real(), proxy_options, metrics_.get());
+
+  for (const std::string& key : options_.client_keys) client_key_hashes_.push_back(Sha256(key));
+
+  http_ = std::make_unique<HttpServer>(options_.http);
+  RegisterRoutes();
+  host_ = listen->host;
+  errno = 0;
+  if (listen->port == 0) {
+    port_ = http_->bind_to_any_port(host_);
+  } else {
+    port_ = http_->bind_to_port(host_, listen->port) ? listen->port : -1;
+  }
+  if (port_ <= 0) {
+    const int err = errno;
+    return UnavailableError("cannot listen on " + FormatHostPort(host_, listen->port) + ": " +
+                            (err != 0 ? std::strerror(err) : "bind failed"));
+  }
+  return Status::Ok();
+}
+
+bool Server::Authorized(const Request& req) const {
+  if (client_key_hashes_.empty()) return true;
+  std::vector<std::string> presented;
+  const std::string auth = req.get_header_value("Authorization");
+  if (auth.size() > 7 && EqualsIgnoreCase(std::string_view(auth).substr(0, 7), "bearer ")) {
+    std::string_view token = std::string_view(auth).substr(7);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    presented.emplace_back(token);
+  }
+  if (req.has_header("x-api-key")) presented.push_back(req.get_header_value("x-api-key"));
+  // Compare hashes, so the time taken says nothing about a key's bytes, and
+  // look at every configured key, so it says nothing about which matched.
+  int matched = 0;
+  for (const std::string& key : presented) {
+    const std::array<unsigned char, 32> hash = Sha256(key);
+    for (const auto& expected : client_key_hashes_) {
+      matched |= sodium_memcmp(hash.data(), expected.data(), hash.size()) == 0 ? 1 : 0;
+    }
+  }
+  return matched != 0;
+}
+
+void Server::RegisterRoutes() {
+  HttpServer& h = *http_;
+  h.set_payload_max_length(kMaxPayload);
+
+  for (const ProxyRoute& route : kProxyRoutes) {
+    h.Post(route.path,
+           [this, &route](const Request& req, Response& res, const ContentReader& reader) {
+             HandleProxy(req, res, reader, route.api, route.endpoint);
+           });
+  }
+  h.Get("/v1/models", [this](const Request& req, Response& res) {
+    if (!Authorized(req)) {
+      SendError(res, Api::kOpenAI, 401, "Missing or invalid API key.");
+      return;
+    }
+    res.set_content(proxy_->ModelsJson(), "application/json");
+  });
+  h.Get("/healthz", [](const Request&, Response& res) {
+    res.set_content(R"({"status":"ok"})", "application/json");
+  });
+  h.Get("/metrics", [this](const Request&, Response& res) {
+    res.set_content(metrics_->RenderPrometheus(*router_), "text/plain; version=0.0.4");
+  });
+
+  // Everything else: 405 on a known path, else 404. Registered last (the
+  // first matching pattern wins), with content readers so a body is never read.
+  auto unrouted_with_body = [this](const Request& req, Response& res, const ContentReader&) {
+    HandleUnrouted(req, res);
+  };
+  auto unrouted = [this](const Request& req, Response& res) { HandleUnrouted(req, res); };
+  h.Get(".*", unrouted);
+  h.Options(".*", unrouted);
+  h.Post(".*", unrouted_with_body);
+  h.Put(".*", unrouted_with_body);
+  h.Patch(".*", unrouted_with_body);
+  h.Delete(".*", unrouted_with_body);
+
+  // Fills in the body of errors httplib answers itself (400 for a malformed
+  // request, 414, ...). Returning Handled also makes httplib set
+  // Content-Length on every error response.
+  h.set_error_handler(httplib::Server::HandlerWithResponse([](const Request& req, Response& res) {
+    if (res.body.empty() && !res.content_provider_) {
+      const int status = res.status;
+      const std::string message =
+          status == 404 ? "Unknown request URL: " + req.method + " " + req.path
+                        : "The request could not be served (HTTP " + std::to_string(status) + ").";
+      SendError(res, ApiForPath(req.path), status, message);
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  h.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "switchboard: internal error serving %s %s: %s\n", req.method.c_str(),
+                 req.path.c_str(), what.c_str());
+    res.headers.clear();
+    SendError(res, ApiForPath(req.path), 500, "The server had an internal error.");
+    CloseConnectionAfter(res);
+  });
+  // "Expect: 100-continue": refuse a body we would refuse anyway before the
+  // client sends it.
+  h.set_expect_100_continue_handler([this](const Request& req, Response& res) {
+    const bool proxied = std::any_of(std::begin(kProxyRoutes), std::end(kProxyRoutes),
+                                     [&](const ProxyRoute& r) { return req.path == r.path; });
+    if (!proxied || req.method != "POST") return 100;
+    const Api api = ApiForPath(req.path);
+    if (!Authorized(req)) {
+      SendError(res, api, 401, "Missing or invalid API key.");
+      CloseConnectionAfter(res);
+      return 401;
+    }
+    const std::string length = req.get_header_value("Content-Length");
+    uint64_t declared = 0;
+    const auto [end, ec] = std::from_chars(length.data(), length.data() + length.size(), declared);
+    const bool parsed =
+        !length.empty() && ec == std::errc() && end == length.data() + length.size();
+    if ((parsed && declared > static_cast<uint64_t>(BodyLimit())) ||
+        ec == std::errc::result_out_of_range) {
+      SendError(
+          res, api, 413,
+          "Request body is larger than the limit of " + std::to_string(BodyLimit()) + " bytes.");
+      CloseConnectionAfter(res);
+      return 413;
+    }
+    return 100;
+  });
+}
+
+void Server::HandleUnrouted(const Request& req, Response& res) {
+  const Api api = ApiForPath(req.path);
+  if (HasRequestBody(req)) CloseConnectionAfter(res);  // we do not read it
+  for (const KnownPath& known : kKnownPaths) {
+    if (req.path != known.path) continue;
+    SetHeader(res, "Allow", std::string(known.allow));
+    if (req.method == "OPTIONS") {
+      res.status = 204;
+      return;
+    }
+    SendError(res, api, 405,
+              "Method " + req.method + " is not allowed on " + req.path + "; use " +
+                  std::string(known.allow) + ".");
+    return;
+  }
+  SendError(res, api, 404, "Unknown request URL: " + req.method + " " + req.path);
+}
+
+void Server::HandleProxy(const Request& req, Response& res, const ContentReader& reader, Api api,
+                         const std::string& endpoint) {
+  const std::string client_id = req.get_header_value("x-request-id");
+  const std::string request_id = IsSaneRequestId(client_id) ? client_id : NewRequestId();
+  SetHeader(res, "x-request-id", request_id);
+
+  if (!Authorized(req)) {
+    if (HasRequestBody(req)) CloseConnectionAfter(res);
+    SendError(res, api, 401,
+              "Missing or invalid API key. Send it as 'Authorization: Bearer KEY' or "
+              "'x-api-key: KEY'.");
+    return;
+  }
+  const int64_t limit = BodyLimit();
+  std::string body;
+  switch (ReadBody(req, res, reader, limit, &body)) {
+    case BodyRead::kOk:
+      break;
+    case BodyRead::kTooLarge:
+      CloseConnectionAfter(res);
+      SendError(res, api, 413,
+                "Request body is larger than the limit of " + std::to_string(limit) + " bytes.");
+      return;
+    case BodyRead::kBadLength:
+      CloseConnectionAfter(res);
+      SendError(res, api, 400, "Invalid Content-Length header.");
+      return;
+    case BodyRead::kUnsupportedEncoding:
+      CloseConnectionAfter(res);
+      SendError(res, api, 415, "Unsupported Content-Encoding.");
+      return;
+    case BodyRead::kUnsupportedMedia:
+      CloseConnectionAfter(res);
+      SendError(res, api, 415, "The request body must be JSON.");
+      return;
+    case BodyRead::kFailed:
+      CloseConnectionAfter(res);
+      SendError(res, api, 400, "Could not read the request body.");
+      return;
+  }
+  if (JsonNesting(body) > kMaxJsonNesting) {
+    SendError(res, api, 400,
+              "The JSON body nests deeper than " + std::to_string(kMaxJsonNesting) + " levels.",
+              "invalid_json");
+    return;
+  }
+
+  ProxyRequest request;
+  request.api = api;
+  request.endpoint = endpoint;
+  request.body = std::move(body);
+  request.request_id = request_id;
+  request.client_headers.reserve(req.headers.size());
+  for (const auto& [name, value] : req.headers) {
+    // httplib adds the peer's address as pseudo headers.
+    if (name == "REMOTE_ADDR" || name == "REMOTE_PORT" || name == "LOCAL_ADDR" ||
+        name == "LOCAL_PORT") {
+      continue;
+    }
+    request.client_headers.emplace_back(name, value);
+  }
+  request.client_gone = http_->ClientGoneCallback();
+  WriteProxyResponse(api, proxy_->Handle(std::move(request)), res);
+}
+
+void Server::WriteProxyResponse(Api api, ProxyResponse response, Response& res) {
+  if (response.status < 100 || response.status > 999) {
+    SendError(res, api, 502, "The gateway produced no response.");
+    return;
+  }
+  res.status = response.status;
+  std::string content_type;
+  for (const auto& [name, value] : response.headers) {
+    if (EqualsIgnoreCase(name, "content-type")) {
+      content_type = value;
+      continue;
+    }
+    if (IsHopHeader(name)) continue;
+    SetHeader(res, name, value);
+  }
+
+  if (!response.stream) {
+    res.body = std::move(response.body);
+    SetHeader(res, "Content-Type", content_type.empty() ? "application/json" : content_type);
+    return;
+  }
+
+  // Streamed: httplib pulls the provider once per chunk and writes each
+  // chunk as its own HTTP chunk at once (nothing is compressed or buffered,
+  // see HttpServer). Dropping the ProxyStream aborts the upstream.
+  struct StreamState {
+    std::unique_ptr<ProxyStream> stream;
+    bool ended = false;  // saw [DONE] or an error event
+  };
+  auto state = std::make_shared<StreamState>();
+  state->stream = std::move(response.stream);
+  if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-cache");
+  SetHeader(res, "X-Accel-Buffering", "no");
+  HttpServer* http = http_.get();
+  res.set_chunked_content_provider(
+      "text/event-stream", [state, http, api](size_t, httplib::DataSink& sink) {
+        std::string chunk;
+        for (;;) {
+          chunk.clear();
+          if (!state->stream || !state->stream->Next(&chunk)) {
+            if (http->forced() && !state->ended) {
+              const std::string event = ShutdownErrorEvent(api);
+              sink.write(event.data(), event.size());
+            }
+            state->stream.reset();  // records the request now
+            sink.done();
+            return true;
+          }
+          if (chunk.empty()) continue;  // httplib ends the stream on an empty write
+          if (chunk.find("data: [DONE]") != std::string::npos ||
+              chunk.find("event: error") != std::string::npos) {
+            state->ended = true;
+          }
+          if (!sink.write(chunk.data(), chunk.size())) {
+            state->stream.reset();  // the client went away: abort the upstream
+            return false;
+          }
+          return true;
+        }
+      });
+}
+
+Status Server::Run() {
+  if (!http_) return FailedPreconditionError("Start() the server first");
+  const bool listened = http_->listen_after_bind();
+  // Every connection has closed: httplib's listen returns only after the
+  // connection pool has shut down.
+  std::thread drain;
+  bool shutdown_requested = false;
+  {
+    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    shutdown_requested = shutdown_requested_;
+    drain = std::move(drain_thread_);
+  }
+  if (drain.joinable()) drain.join();
+  if (demo_) demo_->Stop();
+  Status flushed = writer_->Flush();
+  if (!listened && !shutdown_requested && !http_->draining()) {
+    return UnavailableError("the listening socket failed");
+  }
+  return flushed;
+}
+
+void Server::Shutdown(bool immediate) {
+  std::lock_guard<std::mutex> lock(shutdown_mu_);
+  if (!http_) return;
+  if (immediate) immediate_ = true;
+  if (shutdown_requested_) return;
+  shutdown_requested_ = true;
+  drain_thread_ = std::thread([this] { Drain(); });
+}
+
+void Server::Drain() {
+  http_->StopAccepting();
+  http_->BeginDrain();
+  const auto deadline = SteadyClock::now() + options_.drain_timeout;
+  {
+    // Wait for the connections to finish, or the drain period to pass, or an
+    // immediate shutdown.
+    std::unique_lock<std::mutex> lock(shutdown_mu_);
+    while (!immediate_ && SteadyClock::now() < deadline) {
+      lock.unlock();
+      const bool idle = http_->WaitForConnections(
+          std::min(deadline, SteadyClock::now() + std::chrono::milliseconds(100)));
+      lock.lock();
+      if (idle) return;
+    }
+  }
+  // Streams still running end with an error event (the proxy sees the
+  // client as gone and aborts its upstream); requests waiting on an upstream
+  // are cancelled.
+  http_->ForceEnd();
+  if (http_->WaitForConnections(SteadyClock::now() + std::chrono::seconds(2))) return;
+  http_->AbortConnections();
+}
+
+}  // namespace switchboard::server

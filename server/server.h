@@ -1,0 +1,149 @@
+// server/server.h
+// The switchboard server: the library's Proxy behind an HTTP front end
+// (OpenAI-compatible endpoints, /v1/messages, /v1/models, /healthz,
+// /metrics), with its store, master key, optional import and demo upstreams.
+//
+//   switchboard::server::Server server({.listen = "127.0.0.1:0", .db_path = ":memory:"});
+//   if (Status s = server.Start(); !s.ok()) return Fail(s);   // binds the port
+//   std::printf("listening on %s\n", server.url().c_str());
+//   std::thread t([&] { (void)server.Run(); });                 // serves until Shutdown()
+//   server.Shutdown();                                          // drains, then Run() returns
+//   t.join();
+#ifndef SWITCHBOARD_SERVER_SERVER_H_
+#define SWITCHBOARD_SERVER_SERVER_H_
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "demo.h"
+#include "http_server.h"
+#include "switchboard/metrics.h"
+#include "switchboard/proxy.h"
+#include "switchboard/router.h"
+#include "switchboard/secrets.h"
+#include "switchboard/status.h"
+#include "switchboard/storage.h"
+#include "switchboard/storage_writer.h"
+#include "switchboard/upstream.h"
+
+namespace switchboard::server {
+
+struct ServerOptions {
+  // HOST:PORT ("[::1]:8080" for IPv6). Port 0 picks a free port; see port().
+  std::string listen = "127.0.0.1:8080";
+  // The SQLite database; ":memory:" for a private in-memory store. Empty:
+  // "switchboard.db", or with `demo` a fresh temporary directory that is
+  // removed when the server is destroyed.
+  std::string db_path = "switchboard.db";
+  // The master key file; empty means beside the database, "<db_path>.key"
+  // (with an in-memory store and no $master_key_env: a key that dies with
+  // the process).
+  std::string master_key_file;
+  // Environment variable holding the base64 master key; checked first.
+  std::string master_key_env = "SWITCHBOARD_MASTER_KEY";
+  // A JSON file of backends (see ParseBackendImport) created or updated by
+  // name at start, with source "import". Empty: none.
+  std::string import_file;
+  // Starts the built-in mock upstreams and their backends (see demo.h).
+  bool demo = false;
+  DemoOptions demo_options;
+  // When non-empty, every /v1 request needs one of these keys, as
+  // "Authorization: Bearer KEY" or "x-api-key: KEY".
+  std::vector<std::string> client_keys;
+  // On Shutdown(): how long requests in flight may take to finish before
+  // their streams are ended with an error event.
+  std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);
+  HttpServerOptions http;
+  // The upstream client; not owned, must outlive the server. Null: libcurl.
+  UpstreamClient* upstream = nullptr;
+};
+
+// Not thread-safe to set up: Start(), then Run() on one thread; Shutdown()
+// may be called from any thread at any time after Start().
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();  // REQUIRES: Run() has returned, or was never called
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Opens the store and master key, applies the import file, starts the demo
+  // upstreams, builds the router and proxy, and binds the listening socket
+  // (so port() is known). kInvalidArgument for a bad listen address or
+  // import file (the message names the field, never a key); kUnavailable
+  // when the port cannot be bound; other codes from the store and key
+  // loading.
+  Status Start();
+
+  // Serves until Shutdown(). Returns once every connection has closed and
+  // the usage queue is flushed (its error, if the store refused it).
+  Status Run();
+
+  // Graceful shutdown: stops accepting, lets requests in flight finish for up
+  // to drain_timeout, then ends the streams still running with an error
+  // event and closes what is left. Returns at once; Run() returns when done.
+  // Idempotent. `immediate` skips the drain period (a second Ctrl-C).
+  void Shutdown(bool immediate = false);
+
+  // After Start().
+  const std::string& host() const { return host_; }
+  int port() const { return port_; }
+  std::string url() const;  // "http://127.0.0.1:8080", "http://[::1]:8080"
+  const std::string& db_path() const { return db_path_; }
+
+  Storage& storage() { return *storage_; }
+  Router& router() { return *router_; }
+  Proxy& proxy() { return *proxy_; }
+  Metrics& metrics() { return *metrics_; }
+  HttpServer& http() { return *http_; }
+  const DemoUpstreams* demo() const { return demo_.get(); }
+
+ private:
+  Status OpenStore();
+  void RegisterRoutes();
+  void HandleProxy(const httplib::Request& req, httplib::Response& res,
+                   const httplib::ContentReader& reader, Api api, const std::string& endpoint);
+  void WriteProxyResponse(Api api, ProxyResponse response, httplib::Response& res);
+  void HandleUnrouted(const httplib::Request& req, httplib::Response& res);
+  bool Authorized(const httplib::Request& req) const;
+  int64_t BodyLimit() const;
+  void Drain();
+
+  const ServerOptions options_;
+  std::string host_;
+  int port_ = 0;
+  std::string db_path_;
+  std::string temp_dir_;  // the demo's store directory, removed on destruction
+  std::vector<std::array<unsigned char, 32>> client_key_hashes_;  // SHA-256
+
+  std::unique_ptr<DemoUpstreams> demo_;
+  std::unique_ptr<Storage> storage_;
+  std::unique_ptr<KeyCipher> cipher_;
+  std::unique_ptr<StorageWriter> writer_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<UpstreamClient> owned_upstream_;
+  UpstreamClient* upstream_ = nullptr;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<HttpServer> http_;
+
+  std::mutex shutdown_mu_;
+  bool shutdown_requested_ = false;  // guarded by shutdown_mu_
+  bool immediate_ = false;           // guarded by shutdown_mu_
+  std::thread drain_thread_;         // guarded by shutdown_mu_
+};
+
+// A request id a client may choose: 1..128 of [A-Za-z0-9._:-].
+bool IsSaneRequestId(std::string_view id);
+// "req_" + 24 random hex characters.
+std::string NewRequestId();
+
+}  // namespace switchboard::server
+
+#endif  // SWITCHBOARD_SERVER_SERVER_H_
