@@ -70,6 +70,7 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
     if (flag == "--db") target = &o.db_path;
     if (flag == "--master-key-file") target = &o.master_key_file;
     if (flag == "--import") target = &o.import_file;
+    if (flag == "--admin-token-file") target = &o.admin_token_file;
     if (target != nullptr || flag == "--drain-seconds") {
       std::optional<std::string> v = value();
       if (!v) return UsageError(flag + " needs a value");
@@ -148,6 +149,7 @@ std::string ServeHelpText() {
          "  --master-key-file PATH  master key file (default: PATH.key beside the database;\n"
          "                          created with mode 0600 when missing)\n"
          "  --import FILE           create or update backends (by name) from a JSON array\n"
+         "  --admin-token-file PATH file holding the admin token (first line)\n"
          "  --demo                  start built-in mock upstreams and demo backends; without\n"
          "                          --db the store lives in a temporary directory\n"
          "  --drain-seconds N       on SIGTERM/SIGINT, let requests finish for up to N\n"
@@ -156,6 +158,9 @@ std::string ServeHelpText() {
          "\n"
          "Environment:\n"
          "  SWITCHBOARD_MASTER_KEY   base64 master key (32 bytes); overrides the key file\n"
+         "  SWITCHBOARD_ADMIN_TOKEN  the admin API token; overrides --admin-token-file. With\n"
+         "                           neither, a token is generated on first start, printed\n"
+         "                           once, and only its hash kept (PATH.admin-token.sha256)\n"
          "  SWITCHBOARD_CLIENT_KEYS  comma-separated keys clients must send, as\n"
          "                           'Authorization: Bearer KEY' or 'x-api-key: KEY'\n";
 }

@@ -38,7 +38,7 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string& na
 std::optional<std::string> GetEnv(const std::string& name);
 
 // Parses the arguments after the program name:
-//   switchboard serve [--listen HOST:PORT] [--db PATH] [--master-key-file PATH]
+//   switchboard serve [--listen HOST:PORT] [--db PATH] [--master-key-file PATH] [--admin-token-file PATH]
 //                     [--import FILE] [--demo] [--drain-seconds N]
 //   switchboard --version | --help | serve --help
 // Flags take "--flag VALUE" or "--flag=VALUE". SWITCHBOARD_LISTEN and

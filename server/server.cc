@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "errors.h"
+#include "http_util.h"
 #include "import.h"
 
 namespace switchboard::server {
@@ -59,31 +60,6 @@ Api ApiForPath(std::string_view path) {
   return path.rfind("/v1/messages", 0) == 0 ? Api::kAnthropic : Api::kOpenAI;
 }
 
-// Replaces any header `name` (httplib's set_header adds one more).
-void SetHeader(Response& res, const std::string& name, const std::string& value) {
-  res.headers.erase(name);
-  res.set_header(name, value);
-}
-
-void SendError(Response& res, Api api, int status, std::string_view message,
-               std::string_view code = "", std::string_view param = "") {
-  res.status = status;
-  res.body = ErrorBody(api, status, message, code, param);
-  SetHeader(res, "Content-Type", "application/json");
-}
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-std::array<unsigned char, 32> Sha256(std::string_view text) {
-  std::array<unsigned char, 32> out{};
-  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(text.data()), text.size());
-  return out;
-}
 
 // How deeply `json` nests arrays and objects (outside strings). Invalid JSON
 // is the proxy's to refuse; this only guards its recursive parser against
@@ -167,6 +143,8 @@ Server::~Server() {
   // Stop serving before what the handlers use goes away, and close the store
   // before removing its directory.
   http_.reset();
+  admin_api_.reset();
+  admin_.reset();
   proxy_.reset();
   metrics_.reset();
   owned_upstream_.reset();
@@ -266,6 +244,24 @@ Status Server::Start() {
     owned_upstream_ = *std::move(client);
     upstream_ = owned_upstream_.get();
   }
+  admin_ = std::make_unique<AdminService>(*storage_, *router_, *cipher_, Clock::Real());
+  AdminAuthOptions auth_options;
+  auth_options.env_var = options_.admin_token_env;
+  auth_options.token_file = options_.admin_token_file;
+  if (db_path_ != ":memory:") auth_options.hash_file = db_path_ + ".admin-token.sha256";
+  Result<AdminAuth> auth = AdminAuth::Load(auth_options);
+  if (!auth.ok()) return auth.status();
+  admin_auth_.emplace(std::move(*auth));
+  if (const auto& token = admin_auth_->generated_token()) {
+    std::FILE* out = options_.admin_token_out != nullptr ? options_.admin_token_out : stderr;
+    std::fprintf(out,
+                 "switchboard: generated an admin token; it is shown this once and only its hash "
+                 "is kept:\n  %s\n",
+                 token->c_str());
+    std::fflush(out);
+  }
+  admin_api_ = std::make_unique<AdminApi>(*admin_, *admin_auth_);
+
   metrics_ = std::make_unique<Metrics>();
   ProxyOptions proxy_options;
   proxy_options.body_limit_bytes = BodyLimit();
@@ -294,12 +290,7 @@ Status Server::Start() {
 bool Server::Authorized(const Request& req) const {
   if (client_key_hashes_.empty()) return true;
   std::vector<std::string> presented;
-  const std::string auth = req.get_header_value("Authorization");
-  if (auth.size() > 7 && EqualsIgnoreCase(std::string_view(auth).substr(0, 7), "bearer ")) {
-    std::string_view token = std::string_view(auth).substr(7);
-    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    presented.emplace_back(token);
-  }
+  if (std::string token = BearerToken(req); !token.empty()) presented.push_back(std::move(token));
   if (req.has_header("x-api-key")) presented.push_back(req.get_header_value("x-api-key"));
   // Compare hashes, so the time taken says nothing about a key's bytes, and
   // look at every configured key, so it says nothing about which matched.
@@ -316,6 +307,7 @@ bool Server::Authorized(const Request& req) const {
 void Server::RegisterRoutes() {
   HttpServer& h = *http_;
   h.set_payload_max_length(kMaxPayload);
+  admin_api_->Register(h);
 
   for (const ProxyRoute& route : kProxyRoutes) {
     h.Post(route.path,
@@ -553,7 +545,14 @@ void Server::WriteProxyResponse(Api api, ProxyResponse response, Response& res) 
 
 Status Server::Run() {
   if (!http_) return FailedPreconditionError("Start() the server first");
+  retention_thread_ = std::thread([this] { RetentionLoop(); });
   const bool listened = http_->listen_after_bind();
+  {
+    std::lock_guard<std::mutex> lock(shutdown_mu_);
+    retention_stop_ = true;
+  }
+  retention_wake_.notify_all();
+  if (retention_thread_.joinable()) retention_thread_.join();
   // Every connection has closed: httplib's listen returns only after the
   // connection pool has shut down.
   std::thread drain;
@@ -578,7 +577,23 @@ void Server::Shutdown(bool immediate) {
   if (immediate) immediate_ = true;
   if (shutdown_requested_) return;
   shutdown_requested_ = true;
+  retention_wake_.notify_all();
   drain_thread_ = std::thread([this] { Drain(); });
+}
+
+void Server::RetentionLoop() {
+  std::unique_lock<std::mutex> lock(shutdown_mu_);
+  while (!retention_stop_ && !shutdown_requested_) {
+    lock.unlock();
+    Result<int64_t> deleted = admin_->ApplyRetention();
+    if (!deleted.ok()) {
+      std::fprintf(stderr, "switchboard: usage retention failed: %s\n",
+                   deleted.status().ToString().c_str());
+    }
+    lock.lock();
+    retention_wake_.wait_for(lock, options_.retention_interval,
+                             [this] { return retention_stop_ || shutdown_requested_; });
+  }
 }
 
 void Server::Drain() {

@@ -15,14 +15,20 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "admin_api.h"
+#include "admin_auth.h"
 #include "demo.h"
 #include "http_server.h"
+#include "switchboard/admin.h"
 #include "switchboard/metrics.h"
 #include "switchboard/proxy.h"
 #include "switchboard/router.h"
@@ -53,6 +59,15 @@ struct ServerOptions {
   // Starts the built-in mock upstreams and their backends (see demo.h).
   bool demo = false;
   DemoOptions demo_options;
+  // The admin token: $admin_token_env, else this file (first line), else a
+  // token generated on first start, printed once, and kept only as a hash
+  // in "<db_path>.admin-token.sha256".
+  std::string admin_token_env = "SWITCHBOARD_ADMIN_TOKEN";
+  std::string admin_token_file;
+  // Where the generated admin token is printed (once). Null: stderr.
+  std::FILE* admin_token_out = nullptr;
+  // How often usage older than the config's retention is deleted.
+  std::chrono::seconds retention_interval = std::chrono::hours(1);
   // When non-empty, every /v1 request needs one of these keys, as
   // "Authorization: Bearer KEY" or "x-api-key: KEY".
   std::vector<std::string> client_keys;
@@ -101,6 +116,7 @@ class Server {
   Router& router() { return *router_; }
   Proxy& proxy() { return *proxy_; }
   Metrics& metrics() { return *metrics_; }
+  AdminService& admin() { return *admin_; }
   HttpServer& http() { return *http_; }
   const DemoUpstreams* demo() const { return demo_.get(); }
 
@@ -114,6 +130,7 @@ class Server {
   bool Authorized(const httplib::Request& req) const;
   int64_t BodyLimit() const;
   void Drain();
+  void RetentionLoop();
 
   const ServerOptions options_;
   std::string host_;
@@ -131,12 +148,18 @@ class Server {
   UpstreamClient* upstream_ = nullptr;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<AdminService> admin_;
+  std::optional<AdminAuth> admin_auth_;
+  std::unique_ptr<AdminApi> admin_api_;
   std::unique_ptr<HttpServer> http_;
 
   std::mutex shutdown_mu_;
   bool shutdown_requested_ = false;  // guarded by shutdown_mu_
   bool immediate_ = false;           // guarded by shutdown_mu_
   std::thread drain_thread_;         // guarded by shutdown_mu_
+  std::condition_variable retention_wake_;  // with shutdown_mu_
+  bool retention_stop_ = false;       // guarded by shutdown_mu_
+  std::thread retention_thread_;
 };
 
 // A request id a client may choose: 1..128 of [A-Za-z0-9._:-].
