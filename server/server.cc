@@ -264,7 +264,6 @@ Status Server::Start() {
 
   metrics_ = std::make_unique<Metrics>();
   ProxyOptions proxy_options;
-  proxy_options.body_limit_bytes = BodyLimit();
   proxy_ = std::make_unique<Proxy>(*router_, *upstream_, cipher_.get(), writer_.get(),
                                    Clock::Real(), proxy_options, metrics_.get());
 

@@ -356,13 +356,17 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
   if (!IsSupportedEndpoint(request.endpoint)) {
     return refuse(404, "unknown endpoint", "invalid_request_error", "not_found");
   }
-  if (static_cast<int64_t>(request.body.size()) > options_.body_limit_bytes) {
+  const int64_t body_limit = options_.body_limit_bytes > 0
+                                 ? options_.body_limit_bytes
+                                 : router_.snapshot()->config().body_limit_bytes;
+  if (static_cast<int64_t>(request.body.size()) > body_limit) {
     return refuse(413, "request body is larger than the limit of " +
-                           std::to_string(options_.body_limit_bytes) + " bytes",
+                           std::to_string(body_limit) + " bytes",
                   "invalid_request_error", "request_too_large");
   }
   rapidjson::Document doc;
-  doc.Parse(request.body.data(), request.body.size());
+  // Iterative: a deeply nested body must not exhaust the thread's stack.
+  doc.Parse<rapidjson::kParseIterativeFlag>(request.body.data(), request.body.size());
   if (doc.HasParseError() || !doc.IsObject()) {
     return refuse(400, "request body is not a valid JSON object", "invalid_request_error",
                   "invalid_json");

@@ -75,8 +75,8 @@ struct ProxyResponse {
 
 struct ProxyOptions {
   // Largest request body accepted (the server enforces it while reading;
-  // the engine checks again). Default: Config::body_limit_bytes.
-  int64_t body_limit_bytes = 10 << 20;
+  // the engine checks again). 0: the live config's body_limit_bytes.
+  int64_t body_limit_bytes = 0;
   // Upstream connect timeout; the backend's timeout_seconds bounds the
   // first byte, the idle gap in a stream, and the whole exchange.
   Duration connect_timeout = std::chrono::seconds(10);
