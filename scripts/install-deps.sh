@@ -9,6 +9,14 @@ packages=(
   libcurl4-openssl-dev libsqlitecpp-dev libsqlite3-dev libsodium-dev
   rapidjson-dev libcpp-httplib-dev catch2 libbenchmark-dev
 )
+# The openai SDK test (tests/sdk, ctest sdk.openai) runs on node. A machine
+# that has node already, from any source, keeps it; else Debian's.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
+# The dashboard's browser test (tests/browser, ctest browser.dashboard) drives
+# Debian's headless Chromium; no browser is ever downloaded.
+packages+=(chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,18 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 
+# The node tests (tests/sdk: ctest sdk.openai; tests/browser: ctest
+# browser.dashboard) are registered only when their node_modules exist at
+# configure time, so install them first, exactly as their lockfiles say.
+for dir in tests/*/; do
+  [ -f "${dir}package-lock.json" ] || continue
+  if command -v npm >/dev/null 2>&1; then
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  else
+    echo "test.sh: npm not found; the node tests in $dir will not run" >&2
+  fi
+done
+
 run_preset() {
   local preset=$1
   echo "=== $preset: configure, build, test ==="

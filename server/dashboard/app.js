@@ -369,13 +369,19 @@ function backendRow(b) {
     cell('429s', fmtInt(b.consecutive_429_count)),
     cell('Last error', b.last_error ? el('span', {class: 'error-text', title: b.last_error,
                                                   text: b.last_error}) : '—'),
-    cell('Key', el('span', {class: 'nowrap', text: b.api_key_set ? `…${b.api_key_hint}` : 'not set'})),
+    cell('Key', el('span', {class: 'nowrap', text: b.api_key_set ? keyHint(b) : 'not set'})),
     cell('Limits', ...limits),
     cell('Actions', el('div', {class: 'actions'},
       actionButton('toggle', b.enabled ? 'Disable' : 'Enable', b),
       actionButton('reset', 'Reset', b, 'Reset the cooldown of'),
       actionButton('edit', 'Edit', b),
       actionButton('delete', 'Delete', b, 'Delete', 'danger'))));
+}
+
+// The API's hint already marks the elision ("...f00d"; empty for short keys).
+function keyHint(b) {
+  const tail = String(b.api_key_hint || '').replace(/^(\.{3}|…)/, '');
+  return tail ? `…${tail}` : 'set';
 }
 
 function actionButton(action, label, backend, verb = label, kind = '') {
@@ -587,8 +593,8 @@ const DECISIONS = {
   skipped_disabled: 'skipped: disabled',
   skipped_cooling: 'skipped: cooling down',
   skipped_error: 'skipped: error state',
-  skipped_half_open: 'skipped: half-open trial busy',
-  skipped_limited: 'skipped: rate limit',
+  skipped_half_open_busy: 'skipped: half-open trial busy',
+  skipped_rate_limited: 'skipped: rate limit',
   no_mapping: 'no mapping for model',
 };
 
@@ -596,7 +602,7 @@ const DECISIONS = {
 function decisionKind(entry) {
   if (entry.decision === 'tried') return statusKind(entry.status);
   if (entry.decision === 'skipped_error') return 'error';
-  return ['skipped_cooling', 'skipped_limited', 'skipped_half_open'].includes(entry.decision)
+  return ['skipped_cooling', 'skipped_rate_limited', 'skipped_half_open_busy'].includes(entry.decision)
       ? 'cooling' : 'disabled';
 }
 
@@ -662,7 +668,7 @@ function openForm(backend) {
   const key = field('api_key');
   key.value = '';
   key.placeholder = backend?.api_key_set ? 'leave empty to keep the current key' : '';
-  const hint = backend?.api_key_set ? `Key set (…${backend.api_key_hint}). Enter a new key to rotate it.`
+  const hint = backend?.api_key_set ? `Key set (${keyHint(backend)}). Enter a new key to rotate it.`
                                     : backend ? 'No key set.' : '';
   setText('#api-key-hint', hint);
   const rows = Object.entries(b.model_mappings || {}).map(([model, m]) => mappingRow(model, m));
