@@ -106,10 +106,10 @@ class MockUpstream {
  public:
   using Handler = std::function<MockReply(const RecordedRequest&)>;
 
-  // Listens before it returns.
-  MockUpstream() {
-    // Hanging handlers and kept-alive connections each hold a worker.
-    server_.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  // Listens before it returns. Hanging handlers and kept-alive connections
+  // each hold one of `threads` workers; more connections than that wait.
+  explicit MockUpstream(size_t threads = 32) {
+    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     server_.set_tcp_nodelay(true);
     server_.set_keep_alive_max_count(100000);
     // httplib's stop() waits out the keep-alive timeout of idle connections.
