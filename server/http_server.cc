@@ -589,6 +589,9 @@ BodyRead ReadBody(const httplib::Request& req, httplib::Response& res,
   // httplib would hand a multipart body to a receiver we do not pass.
   if (req.is_multipart_form_data()) return BodyRead::kUnsupportedMedia;
   const bool chunked = IsChunked(req);
+  // Neither Content-Length nor chunked: the body is empty (RFC 9112 6.3).
+  // Reading anyway would wait for the client to close the connection.
+  if (!chunked && !req.has_header("Content-Length")) return BodyRead::kOk;
   if (!chunked && req.has_header("Content-Length")) {
     const std::string value = req.get_header_value("Content-Length");
     uint64_t length = 0;

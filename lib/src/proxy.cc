@@ -77,9 +77,17 @@ std::string_view OutcomeName(OutcomeClass c) {
   return "failure";
 }
 
+}  // namespace
+
+std::string ErrorJsonFor(Api api, int http_status, std::string_view message,
+                         std::string_view type, std::string_view code, std::string_view param);
+
+namespace {
+
 // An SSE error event a client can tell apart from a complete answer.
-std::string ErrorEvent(std::string_view message, std::string_view code) {
-  return "event: error\ndata: " + OpenAIErrorJson(message, "upstream_error", code) + "\n\n";
+std::string ErrorEvent(Api api, std::string_view message, std::string_view code) {
+  return "event: error\ndata: " + ErrorJsonFor(api, 502, message, "upstream_error", code) +
+         "\n\n";
 }
 
 // The upstream URL: the backend's base URL joined with a fixed endpoint
@@ -104,6 +112,29 @@ bool CarriesContent(std::string_view data) {
 }
 
 }  // namespace
+
+std::string ErrorJsonFor(Api api, int http_status, std::string_view message,
+                         std::string_view type, std::string_view code, std::string_view param) {
+  if (api != Api::kAnthropic) return OpenAIErrorJson(message, type, code, param);
+  // Anthropic's shape: {"type":"error","error":{"type":...,"message":...}}.
+  std::string_view anthropic_type = "api_error";
+  switch (http_status) {
+    case 400: anthropic_type = "invalid_request_error"; break;
+    case 401: anthropic_type = "authentication_error"; break;
+    case 403: anthropic_type = "permission_error"; break;
+    case 404: anthropic_type = "not_found_error"; break;
+    case 413: anthropic_type = "request_too_large"; break;
+    case 429: anthropic_type = "rate_limit_error"; break;
+    case 529: anthropic_type = "overloaded_error"; break;
+    default: break;
+  }
+  std::string out = "{\"type\":\"error\",\"error\":{\"type\":\"";
+  out += anthropic_type;
+  out += "\",\"message\":";
+  AppendJsonString(message, &out);
+  out += "}}";
+  return out;
+}
 
 std::string OpenAIErrorJson(std::string_view message, std::string_view type,
                             std::string_view code, std::string_view param) {
@@ -195,7 +226,7 @@ class Proxy::Stream final : public ProxyStream {
           // Forward a trailing unterminated fragment? [DONE] was last: nothing.
           return !out->empty();
         }
-        out->append(ErrorEvent("the upstream ended the stream before it was complete",
+        out->append(ErrorEvent(ctx_->request.api, "the upstream ended the stream before it was complete",
                                "stream_incomplete"));
         End(200, Outcome(0, TransportError::kProtocol), "upstream stream ended without [DONE]");
         return true;
@@ -207,7 +238,7 @@ class Proxy::Stream final : public ProxyStream {
         return false;
       }
       const bool stalled = e == TransportError::kTimeout;
-      out->append(ErrorEvent(stalled ? "the upstream stream stalled (idle timeout)"
+      out->append(ErrorEvent(ctx_->request.api, stalled ? "the upstream stream stalled (idle timeout)"
                                      : "the upstream connection failed mid-stream",
                              stalled ? "stream_timeout" : "stream_interrupted"));
       End(200, Outcome(0, e), call_->error_message());
@@ -339,7 +370,7 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     ProxyResponse r;
     r.status = status;
     r.headers = {{"content-type", "application/json"}, {"x-request-id", request.request_id}};
-    r.body = OpenAIErrorJson(message, type, code, param);
+    r.body = ErrorJsonFor(request.api, status, message, type, code, param);
     return r;
   };
   // Requests refused before routing still leave a usage record.
@@ -405,7 +436,7 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     r.status = status;
     r.headers = base_headers(plan.attempts());
     r.headers.emplace_back("content-type", "application/json");
-    r.body = OpenAIErrorJson(message, type, code);
+    r.body = ErrorJsonFor(ctx->request.api, status, message, type, code, "");
     return r;
   };
   auto rate_limited = [&](const Status& status, std::optional<Duration> retry_after) {

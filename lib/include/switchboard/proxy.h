@@ -135,6 +135,13 @@ class Proxy {
 std::string OpenAIErrorJson(std::string_view message, std::string_view type,
                             std::string_view code, std::string_view param = "");
 
+// An error body in the shape a client of `api` expects: OpenAI's above, or
+// Anthropic's {"type":"error","error":{"type","message"}} (its type from the
+// HTTP status).
+std::string ErrorJsonFor(Api api, int http_status, std::string_view message,
+                         std::string_view type, std::string_view code,
+                         std::string_view param = "");
+
 // Token usage reported in a JSON response or an SSE stream's events:
 // OpenAI "usage": {"prompt_tokens","completion_tokens"}, Anthropic
 // "usage": {"input_tokens","output_tokens"} (message_start / message_delta).
