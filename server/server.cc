@@ -115,22 +115,6 @@ std::string MakeTempDir() {
 
 }  // namespace
 
-bool IsSaneRequestId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == ':' || c == '-';
-  });
-}
-
-std::string NewRequestId() {
-  unsigned char bytes[12];
-  randombytes_buf(bytes, sizeof(bytes));
-  char hex[sizeof(bytes) * 2 + 1];
-  sodium_bin2hex(hex, sizeof(hex), bytes, sizeof(bytes));
-  return std::string("req_") + hex;
-}
-
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
 Server::~Server() {

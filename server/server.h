@@ -162,10 +162,6 @@ class Server {
   std::thread retention_thread_;
 };
 
-// A request id a client may choose: 1..128 of [A-Za-z0-9._:-].
-bool IsSaneRequestId(std::string_view id);
-// "req_" + 24 random hex characters.
-std::string NewRequestId();
 
 }  // namespace switchboard::server
 

@@ -14,6 +14,15 @@ Status FirstError(const std::vector<FieldError>& errors) {
   return InvalidArgumentError(errors.front().message, errors.front().param);
 }
 
+// Puts a backend's live routing state (the router's, newer than storage's) on `b`.
+void CopyState(const BackendState& state, Backend* b) {
+  b->status = state.status;
+  b->cooldown_until = state.cooldown_until;
+  b->consecutive_429_count = state.consecutive_429_count;
+  b->consecutive_failures = state.consecutive_failures;
+  b->last_error = state.last_error;
+}
+
 // A create body's defaults, before the input is applied.
 Backend NewBackendDefaults(SystemTime now) {
   Backend b;
@@ -36,14 +45,7 @@ AdminService::AdminService(Storage& storage, Router& router, const KeyCipher& ci
     : storage_(storage), router_(router), cipher_(cipher), clock_(clock) {}
 
 Backend AdminService::WithLiveState(Backend b) const {
-  auto live = router_.LiveState(b.id);
-  if (live.ok()) {
-    b.status = live->state.status;
-    b.cooldown_until = live->state.cooldown_until;
-    b.consecutive_429_count = live->state.consecutive_429_count;
-    b.consecutive_failures = live->state.consecutive_failures;
-    b.last_error = live->state.last_error;
-  }
+  if (auto live = router_.LiveState(b.id); live.ok()) CopyState(live->state, &b);
   // What an operator sees: cooling only while the cooldown runs.
   const BackendStatus effective = EffectiveStatus(b, clock_.WallNow());
   if (effective != BackendStatus::kDisabled) b.status = effective;
@@ -103,13 +105,7 @@ Result<Backend> AdminService::UpdateBackend(const std::string& id, std::string_v
   if (input->api_key) SWITCHBOARD_RETURN_IF_ERROR(SetKey(&b, *input->api_key));
   b.updated_at = clock_.WallNow();
   // Store the live routing state, not the possibly older persisted one.
-  if (auto live = router_.LiveState(id); live.ok()) {
-    b.status = live->state.status;
-    b.cooldown_until = live->state.cooldown_until;
-    b.consecutive_429_count = live->state.consecutive_429_count;
-    b.consecutive_failures = live->state.consecutive_failures;
-    b.last_error = live->state.last_error;
-  }
+  if (auto live = router_.LiveState(id); live.ok()) CopyState(live->state, &b);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.UpdateBackend(b));
   SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
   return WithLiveState(std::move(b));

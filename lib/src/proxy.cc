@@ -43,26 +43,6 @@ bool HasControlChar(std::string_view s) {
   return std::any_of(s.begin(), s.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
-std::string NewRequestId() {
-  unsigned char bytes[12];
-  randombytes_buf(bytes, sizeof(bytes));
-  std::string id = "req_";
-  char hex[3];
-  for (unsigned char b : bytes) {
-    std::snprintf(hex, sizeof(hex), "%02x", b);
-    id += hex;
-  }
-  return id;
-}
-
-// A request id from the client is echoed only when it is short and plain.
-bool IsSaneRequestId(std::string_view id) {
-  if (id.empty() || id.size() > 128) return false;
-  return std::all_of(id.begin(), id.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == ':';
-  });
-}
-
 int64_t Millis(Duration d) { return duration_cast<milliseconds>(d).count(); }
 
 std::string_view OutcomeName(OutcomeClass c) {
@@ -473,6 +453,17 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     return false;
   };
 
+  // The client went away mid-attempt: give the attempt back, answer nobody.
+  auto client_gone = [&](const std::string& why) {
+    AttemptOutcome gone;
+    gone.transport_error = TransportError::kCancelled;
+    plan.Report(gone);
+    Finish(*ctx, 499, why);
+    ProxyResponse r;
+    r.status = 499;
+    return r;
+  };
+
   bool only_timeouts = true;
   bool only_rate_limits = true;
   while (const PlannedAttempt* attempt = plan.Next()) {
@@ -564,15 +555,7 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
 
     std::unique_ptr<UpstreamCall> call = upstream_.Start(std::move(up));
     UpstreamHead head = call->AwaitHead(cancelled);
-    if (client_left) {
-      AttemptOutcome gone;
-      gone.transport_error = TransportError::kCancelled;
-      plan.Report(gone);
-      Finish(*ctx, 499, "client disconnected before the first byte");
-      ProxyResponse r;
-      r.status = 499;
-      return r;
-    }
+    if (client_left) return client_gone("client disconnected before the first byte");
     if (deadline_hit && head.status == 0) head.error = TransportError::kTimeout;
     ctx->ttfb = head.ttfb;
 
@@ -610,15 +593,7 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     while ((rr = call->Read(&body, cancelled)) == ReadResult::kData) {
       if (!success && body.size() > kMaxErrorBody) break;
     }
-    if (client_left) {
-      AttemptOutcome gone;
-      gone.transport_error = TransportError::kCancelled;
-      plan.Report(gone);
-      Finish(*ctx, 499, "client disconnected");
-      ProxyResponse r;
-      r.status = 499;
-      return r;
-    }
+    if (client_left) return client_gone("client disconnected");
     if (rr == ReadResult::kError && success) {
       // The body broke before anything reached the client: fail over.
       outcome.http_status = 0;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "switchboard/json.h"
 
@@ -285,12 +286,15 @@ std::string RoutePlan::TraceJson() const {
 
 Router::Router(const Clock& clock, StateSink* sink)
     : clock_(clock), limiter_(clock), cooldowns_(clock, sink), pools_(clock) {
-  snapshot_.store(std::make_shared<const RoutingSnapshot>());
+  snapshot_ = std::make_shared<const RoutingSnapshot>();
 }
 
 Router::~Router() = default;
 
-std::shared_ptr<const RoutingSnapshot> Router::snapshot() const { return snapshot_.load(); }
+std::shared_ptr<const RoutingSnapshot> Router::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mu_);
+  return snapshot_;
+}
 
 Status Router::Update(std::vector<Backend> backends, Config config) {
   if (auto errors = ValidateConfig(config); !errors.empty()) {
@@ -303,7 +307,7 @@ Status Router::Update(std::vector<Backend> backends, Config config) {
     }
   }
   std::lock_guard<std::mutex> lock(update_mu_);
-  const std::shared_ptr<const RoutingSnapshot> old = snapshot_.load();
+  const std::shared_ptr<const RoutingSnapshot> old = snapshot();
   auto next = std::make_shared<RoutingSnapshot>();
   next->version_ = old->version_ + 1;
 
@@ -397,7 +401,11 @@ Status Router::Update(std::vector<Backend> backends, Config config) {
   if (any_wildcard) next->wildcard_ = build_route(kWildcardModel, true);
 
   next->config_ = std::move(config);
-  snapshot_.store(std::move(next));
+  std::shared_ptr<const RoutingSnapshot> replaced;
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    replaced = std::exchange(snapshot_, std::move(next));
+  }  // the old snapshot dies outside the lock, with its last reader
   return Status::Ok();
 }
 
@@ -412,7 +420,7 @@ Status Router::LoadFrom(Storage& storage) {
 RoutePlan Router::Route(std::string_view model) const {
   RoutePlan plan;
   plan.router_ = this;
-  plan.snapshot_ = snapshot_.load();
+  plan.snapshot_ = snapshot();
   plan.model_.assign(model);
   const RoutingSnapshot& snap = *plan.snapshot_;
   plan.max_attempts_ = snap.config().max_attempts;

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <cstdio>
@@ -260,17 +261,30 @@ std::vector<FieldError> ValidateBackend(const Backend& b) {
   return errors;
 }
 
-std::string NewBackendId() {
+namespace {
+
+// `prefix` + 24 random hex characters.
+std::string RandomId(std::string_view prefix) {
   if (sodium_init() < 0) std::abort();  // cannot happen after InitCrypto(); no ids without entropy
-  std::array<unsigned char, 12> bytes;
-  randombytes_buf(bytes.data(), bytes.size());
-  std::string id = "bkd_";
-  char hex[3];
-  for (unsigned char byte : bytes) {
-    std::snprintf(hex, sizeof(hex), "%02x", byte);
-    id += hex;
-  }
-  return id;
+  constexpr size_t kBytes = 12;
+  unsigned char bytes[kBytes];
+  randombytes_buf(bytes, kBytes);
+  char hex[kBytes * 2 + 1];
+  sodium_bin2hex(hex, sizeof(hex), bytes, kBytes);
+  return std::string(prefix) + hex;
+}
+
+}  // namespace
+
+std::string NewBackendId() { return RandomId("bkd_"); }
+
+std::string NewRequestId() { return RandomId("req_"); }
+
+bool IsSaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  return std::all_of(id.begin(), id.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+  });
 }
 
 std::string ApiKeyHint(std::string_view api_key) {

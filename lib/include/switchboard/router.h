@@ -258,7 +258,8 @@ class Router {
   PoolManager pools_;
 
   std::mutex update_mu_;  // serializes Update(); held while building
-  std::atomic<std::shared_ptr<const RoutingSnapshot>> snapshot_;
+  mutable std::mutex snapshot_mu_;
+  std::shared_ptr<const RoutingSnapshot> snapshot_;  // guarded by snapshot_mu_ (pointer only)
 };
 
 }  // namespace switchboard

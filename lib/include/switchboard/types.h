@@ -178,6 +178,12 @@ std::string CheckBaseUrl(std::string_view url);
 // A new backend id: "bkd_" + 24 random hex characters.
 std::string NewBackendId();
 
+// A new request id: "req_" + 24 random hex characters.
+std::string NewRequestId();
+
+// Whether a client-chosen request id may be echoed: 1..128 of [A-Za-z0-9._:-].
+bool IsSaneRequestId(std::string_view id);
+
 // The hint shown for `api_key`: "...f00d" (last 4) for keys of 16+ characters,
 // the last 2 for 8..15, and "" for shorter keys.
 std::string ApiKeyHint(std::string_view api_key);
