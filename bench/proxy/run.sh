@@ -51,6 +51,22 @@ MODES=json OUT="$OUT/json" "$harness/run.sh" "$here/targets.tsv" | tee "$OUT/jso
 MODES=sse BENCH_BODY_FILE="$work/sse-body.json" OUT="$OUT/sse" "$harness/run.sh" "$here/targets.tsv" |
   tee "$OUT/sse.md"
 
+# Per-request cost (context switches, CPU) of nginx's worker and of
+# switchboard under the same wrk load, counted on their own threads only.
+read -r nginx_master _ <"${BENCH_RUN_DIR:-/tmp/peers/run}/nginx.pid"
+nginx_workers="$(ps -o pid= --ppid "$nginx_master" | tr -s ' \n' ' ')"
+{
+  echo "| proxy | conns | req/s | context switches / request | CPU µs / request |"
+  echo "|---|---:|---:|---:|---:|"
+  for conns in ${COST_CONNS:-16 64}; do
+    for rep in $(seq "${REPS:-3}"); do
+      # shellcheck disable=SC2086  # one PID per word
+      CONNS=$conns BENCH_LIB="$harness/lib" "$here/cost.sh" nginx http://127.0.0.1:18010/v1 $nginx_workers
+      CONNS=$conns BENCH_LIB="$harness/lib" "$here/cost.sh" switchboard "http://127.0.0.1:$port/v1" "$sb_pid"
+    done
+  done
+} | tee "$OUT/cost.md"
+
 # Memory with 1,000 streams open at once (slow streams: 60 chunks, 100 ms apart).
 sed 's/"model":"[^"]*"/"model":"bench-slow"/' "$harness/lib/request.json" >"$work/slow-body.json"
 node "$here/open_streams.mjs" "http://127.0.0.1:$port/v1/chat/completions" 1000 "$work/slow-body.json" \
