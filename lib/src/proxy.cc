@@ -13,6 +13,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "switchboard/json.h"
+#include "translate/translate.h"
 
 namespace switchboard {
 
@@ -44,6 +45,10 @@ bool HasControlChar(std::string_view s) {
 }
 
 int64_t Millis(Duration d) { return duration_cast<milliseconds>(d).count(); }
+
+int64_t UnixSeconds(SystemTime t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
 
 std::string_view OutcomeName(OutcomeClass c) {
   switch (c) {
@@ -77,6 +82,12 @@ std::string UpstreamUrl(const Backend& backend, std::string_view endpoint) {
   while (!url.empty() && url.back() == '/') url.pop_back();
   url += endpoint;
   return url;
+}
+
+// Endpoints whose requests can be translated for a backend of the other
+// wire format: chat completions <-> messages.
+bool IsTranslatable(Api client, std::string_view endpoint) {
+  return client == Api::kOpenAI ? endpoint == "/chat/completions" : endpoint == "/messages";
 }
 
 bool IsSupportedEndpoint(std::string_view endpoint) {
@@ -164,13 +175,16 @@ struct Proxy::CallContext {
   int attempts() const { return plan ? plan->attempts() : 0; }
 };
 
-// A streamed 2xx answer: SSE events forwarded as they complete.
+// A streamed 2xx answer: SSE events forwarded as they complete, or, when
+// the backend speaks the other wire format, translated one event at a time.
 class Proxy::Stream final : public ProxyStream {
  public:
   Stream(Proxy& proxy, std::unique_ptr<CallContext> ctx, std::unique_ptr<UpstreamCall> call,
-         Duration attempt_started_ago)
+         Duration attempt_started_ago,
+         std::unique_ptr<internal::StreamTranslator> translator = nullptr)
       : proxy_(proxy), ctx_(std::move(ctx)), call_(std::move(call)),
-        attempt_start_(proxy.clock_.Now() - attempt_started_ago) {}
+        attempt_start_(proxy.clock_.Now() - attempt_started_ago),
+        translator_(std::move(translator)) {}
 
   ~Stream() override {
     if (!done_) {
@@ -195,10 +209,21 @@ class Proxy::Stream final : public ProxyStream {
         parser_.Feed(chunk, &events);
         for (std::string& e : events) {
           Inspect(e);
-          out->append(e);
+          if (translator_ == nullptr) {
+            out->append(e);
+            continue;
+          }
+          translator_->Feed(SseParser::EventType(e), SseParser::Data(e), out);
+          if (translator_->failed()) {
+            // The translator has told the client; nothing after it counts.
+            call_.reset();
+            End(200, Outcome(0, TransportError::kProtocol),
+                "the upstream stream failed: " + SseParser::Data(e).substr(0, 512));
+            return true;
+          }
         }
-        if (!events.empty()) return true;
-        continue;  // only part of an event so far
+        if (!out->empty()) return true;
+        continue;  // only part of an event, or events with nothing for the client
       }
       if (r == ReadResult::kEnd) {
         if (saw_done_) {
@@ -206,8 +231,11 @@ class Proxy::Stream final : public ProxyStream {
           // Forward a trailing unterminated fragment? [DONE] was last: nothing.
           return !out->empty();
         }
-        out->append(ErrorEvent(ctx_->request.api, "the upstream ended the stream before it was complete",
-                               "stream_incomplete"));
+        if (!saw_error_event_) {
+          out->append(ErrorEvent(ctx_->request.api,
+                                 "the upstream ended the stream before it was complete",
+                                 "stream_incomplete"));
+        }
         End(200, Outcome(0, TransportError::kProtocol), "upstream stream ended without [DONE]");
         return true;
       }
@@ -235,6 +263,9 @@ class Proxy::Stream final : public ProxyStream {
     }
     const std::string type = SseParser::EventType(event);
     if (type == "message_stop") saw_done_ = true;  // Anthropic's end of stream
+    // The upstream's own error event already told the client (Anthropic's
+    // "event: error", or an OpenAI chunk that is an error object).
+    if (type == "error" || data.rfind("{\"error\"", 0) == 0) saw_error_event_ = true;
     if (data.empty()) return;
     if (CarriesContent(data)) ++ctx_->estimated_completion_tokens;
     const TokenUsage u = ExtractUsage(data);
@@ -280,7 +311,9 @@ class Proxy::Stream final : public ProxyStream {
   std::unique_ptr<UpstreamCall> call_;
   SteadyTime attempt_start_;
   SseParser parser_;
+  std::unique_ptr<internal::StreamTranslator> translator_;  // null: same wire format
   bool saw_done_ = false;
+  bool saw_error_event_ = false;
   bool done_ = false;
 };
 
@@ -392,6 +425,12 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
   auto stream_it = doc.FindMember("stream");
   const bool stream = stream_it != doc.MemberEnd() && stream_it->value.IsBool() &&
                       stream_it->value.GetBool();
+  // An OpenAI client's stream_options.include_usage, honoured by translated streams.
+  bool include_usage = false;
+  if (auto so = doc.FindMember("stream_options"); so != doc.MemberEnd() && so->value.IsObject()) {
+    auto iu = so->value.FindMember("include_usage");
+    include_usage = iu != so->value.MemberEnd() && iu->value.IsBool() && iu->value.GetBool();
+  }
 
   auto ctx = std::make_unique<CallContext>();
   ctx->plan.emplace(router_.Route(model));
@@ -466,6 +505,10 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
 
   bool only_timeouts = true;
   bool only_rate_limits = true;
+  // Requests sent upstream, and why the last backend of the other wire
+  // format could not take the request (it names the client's field).
+  int sent = 0;
+  std::optional<Status> translation_error;
   while (const PlannedAttempt* attempt = plan.Next()) {
     const Backend& backend = attempt->backend();
     ctx->backend_id = backend.id;
@@ -485,17 +528,35 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       return cls;
     };
 
-    if (backend.api != ctx->request.api) {
-      // Translation between wire formats arrives with the Anthropic issue;
-      // until then such a backend cannot serve this client.
+    // A backend of the other wire format gets a translated request.
+    const bool translate = backend.api != ctx->request.api;
+    auto skip = [&](const std::string& why) {
       AttemptOutcome skipped;
       skipped.transport_error = TransportError::kCancelled;
       plan.Report(skipped);
-      ctx->failures.push_back(backend.name + ": speaks " + std::string(ApiName(backend.api)) +
-                              ", cannot serve a " + std::string(ApiName(ctx->request.api)) +
-                              " client yet");
+      ctx->failures.push_back(backend.name + ": " + why);
       only_timeouts = only_rate_limits = false;
+    };
+    if (translate && !IsTranslatable(ctx->request.api, ctx->request.endpoint)) {
+      skip("speaks " + std::string(ApiName(backend.api)) + ", which has no " +
+           ctx->request.endpoint + " endpoint");
       continue;
+    }
+    std::string upstream_body;
+    if (translate) {
+      Result<std::string> translated =
+          ctx->request.api == Api::kOpenAI
+              ? internal::OpenAIChatToAnthropicRequest(ctx->request.body,
+                                                       attempt->upstream_model())
+              : internal::AnthropicToOpenAIChatRequest(ctx->request.body,
+                                                       attempt->upstream_model());
+      if (!translated.ok()) {
+        skip("speaks " + std::string(ApiName(backend.api)) + ": " +
+             translated.status().message());
+        translation_error = translated.status();
+        continue;
+      }
+      upstream_body = std::move(*translated);
     }
     auto key = KeyFor(backend);
     if (!key.ok()) {
@@ -505,18 +566,23 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       continue;
     }
 
-    // The upstream request: the client's body with only the model replaced.
-    model_it = doc.FindMember("model");
-    model_it->value.SetString(attempt->upstream_model().data(),
-                              static_cast<rapidjson::SizeType>(attempt->upstream_model().size()),
-                              doc.GetAllocator());
-    rapidjson::StringBuffer buffer;
-    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-    doc.Accept(writer);
+    if (!translate) {
+      // The upstream request: the client's body with only the model replaced.
+      model_it = doc.FindMember("model");
+      model_it->value.SetString(attempt->upstream_model().data(),
+                                static_cast<rapidjson::SizeType>(attempt->upstream_model().size()),
+                                doc.GetAllocator());
+      rapidjson::StringBuffer buffer;
+      rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+      doc.Accept(writer);
+      upstream_body.assign(buffer.GetString(), buffer.GetSize());
+    }
 
     UpstreamRequest up;
-    up.url = UpstreamUrl(backend, ctx->request.endpoint);
-    up.body.assign(buffer.GetString(), buffer.GetSize());
+    up.url = UpstreamUrl(backend, !translate                      ? ctx->request.endpoint
+                                  : backend.api == Api::kAnthropic ? "/messages"
+                                                                   : "/chat/completions");
+    up.body = std::move(upstream_body);
     up.headers = {{"content-type", "application/json"},
                   {"accept", stream ? "text/event-stream" : "application/json"}};
     if (*key) {
@@ -553,6 +619,7 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       up.total_timeout = std::min(up.total_timeout, left);
     }
 
+    ++sent;
     std::unique_ptr<UpstreamCall> call = upstream_.Start(std::move(up));
     UpstreamHead head = call->AwaitHead(cancelled);
     if (client_left) return client_gone("client disconnected before the first byte");
@@ -582,8 +649,14 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       r.headers = base_headers(plan.attempts());
       r.headers.emplace_back("content-type", "text/event-stream");
       r.headers.emplace_back("cache-control", "no-cache");
+      std::unique_ptr<internal::StreamTranslator> translator;
+      if (translate) {
+        translator = internal::NewStreamTranslator(
+            backend.api, ctx->request.api,
+            {.include_usage = include_usage, .created = UnixSeconds(clock_.WallNow())});
+      }
       r.stream = std::make_unique<Stream>(*this, std::move(ctx), std::move(call),
-                                          clock_.Now() - attempt_start);
+                                          clock_.Now() - attempt_start, std::move(translator));
       return r;
     }
 
@@ -608,6 +681,21 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       ctx->usage = u;
       outcome.prompt_tokens = u.prompt_tokens;
       outcome.completion_tokens = u.completion_tokens;
+      if (translate) {
+        Result<std::string> answer =
+            backend.api == Api::kAnthropic
+                ? internal::AnthropicToOpenAIChatResponse(body, UnixSeconds(clock_.WallNow()))
+                : internal::OpenAIChatToAnthropicResponse(body);
+        if (!answer.ok()) {
+          // Nothing reached the client yet: an unreadable answer fails over.
+          outcome.http_status = 0;
+          outcome.transport_error = TransportError::kProtocol;
+          fail_attempt(outcome, answer.status().message());
+          continue;
+        }
+        body = std::move(*answer);
+        content_type = nullptr;  // JSON either way
+      }
     }
     outcome.latency = clock_.Now() - attempt_start;
     const OutcomeClass cls = plan.Report(outcome);
@@ -620,17 +708,39 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
       if (head.status != 429) only_rate_limits = false;
       continue;
     }
-    // Success, or the client's own error: passed through as the upstream sent it.
+    // Success, or the client's own error: passed through as the upstream sent
+    // it (in the client's wire format).
+    int status = head.status;
+    if (!success && translate) {
+      internal::TranslatedError e =
+          internal::TranslateErrorBody(backend.api, ctx->request.api, head.status, body);
+      status = e.status;
+      body = std::move(e.body);
+      content_type = nullptr;
+    }
     ProxyResponse r;
-    r.status = head.status;
+    r.status = status;
     r.headers = base_headers(plan.attempts());
     r.headers.emplace_back("content-type",
                            content_type != nullptr ? *content_type : "application/json");
     r.body = std::move(body);
-    Finish(*ctx, head.status, success ? "" : "upstream answered " + std::to_string(head.status));
+    Finish(*ctx, status, success ? "" : "upstream answered " + std::to_string(head.status));
     return r;
   }
 
+  if (sent == 0 && translation_error) {
+    // Only backends of the other wire format were left, and this request
+    // cannot be expressed in it: the client's request is at fault.
+    Finish(*ctx, 400, translation_error->message());
+    ProxyResponse r;
+    r.status = 400;
+    r.headers = base_headers(plan.attempts());
+    r.headers.emplace_back("content-type", "application/json");
+    r.body = ErrorJsonFor(ctx->request.api, 400, translation_error->message(),
+                          "invalid_request_error", "unsupported_parameter",
+                          translation_error->param());
+    return r;
+  }
   if (plan.attempts() == 0 && ctx->failures.empty()) {
     const Status exhausted = plan.ExhaustedStatus();
     return rate_limited(exhausted, plan.retry_after());
