@@ -20,6 +20,7 @@ Or import it: `with MockUpstream() as mock: mock.url`.
 
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -142,13 +143,29 @@ class MockUpstream:
 
 
 def main(argv):
+    """mock_upstream.py [--expect REGEX] -- COMMAND...: runs COMMAND with the
+    mock up. With --expect, COMMAND must also exit 0 and print something
+    matching REGEX (searched across lines)."""
     if "--" not in argv:
         print(__doc__, file=sys.stderr)
         return 2
+    options = argv[1:argv.index("--")]
     command = argv[argv.index("--") + 1:]
+    expect = options[options.index("--expect") + 1] if "--expect" in options else None
     with MockUpstream() as mock:
         command = [arg.replace("{mock}", mock.url) for arg in command]
-        return subprocess.call(command)
+        if expect is None:
+            return subprocess.call(command)
+        run = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, check=False)
+    sys.stdout.write(run.stdout)
+    if run.returncode != 0:
+        print("mock_upstream: %s exited with %d" % (command[0], run.returncode))
+        return 1
+    if not re.search(expect, run.stdout, re.S):
+        print("mock_upstream: output does not match %r" % expect)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
