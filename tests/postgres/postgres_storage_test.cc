@@ -1,0 +1,330 @@
+// The PostgreSQL store against a real server (the ctest fixture
+// postgres_server): the Storage conformance suite, each case in a schema of
+// its own, then what only PostgreSQL has: migrations, the connection pool,
+// reconnecting, errors without the password, several instances on one store.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "postgres_test_env.h"
+#include "switchboard/postgres_storage.h"
+#include "switchboard/storage.h"
+
+namespace {
+
+struct PostgresStorageMaker {
+  static std::unique_ptr<switchboard::Storage> Make() {
+    auto storage = switchboard::OpenPostgresStorage(
+        {.url = switchboard::testing::RequireTestPostgresUrl(),
+         .schema = switchboard::testing::FreshSchemaName()});
+    INFO(storage.status().ToString());
+    REQUIRE(storage.ok());
+    return std::move(*storage);
+  }
+};
+
+}  // namespace
+
+#define SWITCHBOARD_STORAGE_MAKERS std::tuple<PostgresStorageMaker>
+#include "support/storage_conformance.h"
+
+namespace switchboard::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::unique_ptr<Storage> Open(const std::string& schema, int max_connections = 4,
+                              std::string url = "") {
+  if (url.empty()) url = RequireTestPostgresUrl();
+  auto storage = OpenPostgresStorage(
+      {.url = url, .schema = schema, .max_connections = max_connections});
+  INFO(storage.status().ToString());
+  REQUIRE(storage.ok());
+  return std::move(*storage);
+}
+
+std::string Quoted(const std::string& schema) { return "\"" + schema + "\""; }
+
+// The URL with `application_name` set, to find the store's connections in
+// pg_stat_activity.
+std::string TaggedUrl(const std::string& tag) {
+  return RequireTestPostgresUrl() + "?application_name=" + tag;
+}
+
+// The password of the test server's URL ("postgresql://user:PASSWORD@...").
+std::string TestPassword() {
+  const std::string url = RequireTestPostgresUrl();
+  const size_t colon = url.find(':', url.find("://") + 3);
+  const size_t at = url.find('@');
+  REQUIRE(colon != std::string::npos);
+  REQUIRE(at != std::string::npos);
+  return url.substr(colon + 1, at - colon - 1);
+}
+
+// A 127.0.0.1 port nothing listens on: the test server's port + 1 is not
+// reliable, so bind one and close it.
+int ClosedPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST_CASE("PostgresStorage migrates a new schema to the latest version, once", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  { auto first = Open(schema); }
+  { auto again = Open(schema); }  // a second start finds the work done
+  RawPostgres raw(RequireTestPostgresUrl());
+  REQUIRE(raw.ok());
+  auto rows = raw.Query("SELECT version FROM " + Quoted(schema) +
+                        ".schema_version ORDER BY version");
+  REQUIRE(static_cast<int>(rows.size()) == PostgresSchemaVersion());
+  CHECK(*rows.back()[0] == std::to_string(PostgresSchemaVersion()));
+  // The usage and stats queries have the same indexes as SQLite's.
+  auto indexes = raw.Query("SELECT indexname FROM pg_indexes WHERE schemaname = $1 "
+                           "ORDER BY indexname",
+                           {schema});
+  std::set<std::string> names;
+  for (const auto& row : indexes) names.insert(*row[0]);
+  for (const char* index : {"usage_time", "usage_backend_time", "usage_model_time",
+                            "cooldown_events_backend", "backends_name_key"}) {
+    INFO(index);
+    CHECK(names.count(index) == 1);
+  }
+}
+
+TEST_CASE("PostgresStorage instances starting together migrate the schema exactly once",
+          "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  const std::string url = RequireTestPostgresUrl();
+  constexpr int kInstances = 6;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kInstances; ++i) {
+    threads.emplace_back([&] {
+      auto storage = OpenPostgresStorage({.url = url, .schema = schema});
+      if (!storage.ok()) ++failures;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  RawPostgres raw(url);
+  CHECK(raw.Value("SELECT count(*) FROM " + Quoted(schema) + ".schema_version") ==
+        std::to_string(PostgresSchemaVersion()));
+}
+
+TEST_CASE("PostgresStorage refuses a schema newer than it understands", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  { auto storage = Open(schema); }
+  RawPostgres raw(RequireTestPostgresUrl());
+  raw.Query("INSERT INTO " + Quoted(schema) +
+            ".schema_version (version, applied_at) VALUES (999, 0)");
+  auto storage = OpenPostgresStorage({.url = RequireTestPostgresUrl(), .schema = schema});
+  CHECK(storage.status().code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(storage.status().message(), Catch::Contains("999"));
+}
+
+TEST_CASE("PostgresStorage keeps the API key ciphertext as bytea, byte for byte", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  auto store = Open(schema);
+  Backend b = MakeBackend("keyed");
+  b.api_key_ciphertext = std::string("sb1:01:\x00\xff\x80 binary", 17);
+  REQUIRE(store->CreateBackend(b).ok());
+  auto got = store->GetBackend(b.id);
+  REQUIRE(got.ok());
+  CHECK(got->api_key_ciphertext == b.api_key_ciphertext);
+
+  RawPostgres raw(RequireTestPostgresUrl());
+  CHECK(raw.Value("SELECT pg_typeof(api_key_ciphertext)::text FROM " + Quoted(schema) +
+                  ".backends") == "bytea");
+  CHECK(raw.Value("SELECT encode(api_key_ciphertext, 'hex') FROM " + Quoted(schema) +
+                  ".backends") == "7362313a30313a00ff802062696e617279");
+
+  REQUIRE(store->ReplaceApiKeys({{b.id, std::string("\x01\x02", 2)}}).ok());
+  CHECK(store->GetBackend(b.id)->api_key_ciphertext == std::string("\x01\x02", 2));
+}
+
+TEST_CASE("PostgresStorage stores times as Unix milliseconds, like SQLite", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  auto store = Open(schema);
+  Backend b = MakeBackend("timed");
+  b.cooldown_until = TestEpoch() + milliseconds(1234);
+  REQUIRE(store->CreateBackend(b).ok());
+  REQUIRE(store->AppendUsage({MakeUsage(b, TestEpoch() + milliseconds(5))}).ok());
+  RawPostgres raw(RequireTestPostgresUrl());
+  CHECK(raw.Value("SELECT created_at FROM " + Quoted(schema) + ".backends") == "1767225600000");
+  CHECK(raw.Value("SELECT cooldown_until FROM " + Quoted(schema) + ".backends") ==
+        "1767225601234");
+  CHECK(raw.Value("SELECT time FROM " + Quoted(schema) + ".usage") == "1767225600005");
+}
+
+TEST_CASE("PostgresStorage orders names bytewise whatever the database collation",
+          "[postgres]") {
+  auto store = Open(FreshSchemaName());
+  for (const char* name : {"beta", "Zulu", "alpha", "_under", "Alpha"}) {
+    REQUIRE(store->CreateBackend(MakeBackend(name)).ok());
+  }
+  auto all = store->ListBackends({});
+  REQUIRE(all.ok());
+  CHECK(conformance::Names(*all) ==
+        std::vector<std::string>{"Alpha", "Zulu", "_under", "alpha", "beta"});
+}
+
+TEST_CASE("PostgresStorage instances sharing a store see each other's writes", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  auto a = Open(schema);
+  auto b = Open(schema);
+  REQUIRE(a->CreateBackend(MakeBackend("shared")).ok());
+  auto seen = b->GetBackendByName("shared");
+  REQUIRE(seen.ok());
+  CHECK(seen->id == "bkd_shared");
+  REQUIRE(b->UpdateBackendStates({BackendState{.backend_id = "bkd_shared",
+                                               .status = BackendStatus::kError,
+                                               .consecutive_failures = 3}})
+              .ok());
+  CHECK(a->GetBackend("bkd_shared")->status == BackendStatus::kError);
+}
+
+TEST_CASE("PostgresStorage lets exactly one of two instances create a name", "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  auto a = Open(schema);
+  auto b = Open(schema);
+  constexpr int kRounds = 20;
+  for (int i = 0; i < kRounds; ++i) {
+    Backend x = MakeBackend("race" + std::to_string(i));
+    Backend y = x;
+    y.id = x.id + "_other";
+    Status sa;
+    Status sb;
+    std::thread ta([&] { sa = a->CreateBackend(x); });
+    std::thread tb([&] { sb = b->CreateBackend(y); });
+    ta.join();
+    tb.join();
+    CHECK(sa.ok() != sb.ok());
+    const Status& loser = sa.ok() ? sb : sa;
+    CHECK(loser.code() == StatusCode::kAlreadyExists);
+    CHECK(loser.param() == "name");
+  }
+  CHECK(a->ListBackends({})->size() == kRounds);
+}
+
+TEST_CASE("PostgresStorage reconnects by itself after its connections are cut", "[postgres]") {
+  const std::string tag = "sbtest_cut_" + std::to_string(::getpid());
+  auto store = Open(FreshSchemaName(), 3, TaggedUrl(tag));
+  REQUIRE(store->CreateBackend(MakeBackend("survivor")).ok());
+  // Open all three pooled connections.
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 6; ++i) {
+      threads.emplace_back([&] {
+        for (int j = 0; j < 20; ++j) (void)store->ListBackends({});
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  RawPostgres raw(RequireTestPostgresUrl());
+  // What a server restart does to a client: every backend process ends (57P01).
+  const std::string killed = raw.Value(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE application_name = $1",
+      {tag});
+  CHECK(killed != "0");
+  for (int i = 0; i < 5; ++i) {
+    auto got = store->GetBackendByName("survivor");
+    INFO(got.status().ToString());
+    CHECK(got.ok());
+  }
+  CHECK(store->AppendUsage({MakeUsage(MakeBackend("survivor"), TestEpoch())}).ok());
+}
+
+TEST_CASE("PostgresStorage opens no more connections than its pool allows", "[postgres]") {
+  const std::string tag = "sbtest_pool_" + std::to_string(::getpid());
+  auto store = Open(FreshSchemaName(), 2, TaggedUrl(tag));
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < 10; ++j) {
+        Backend b = MakeBackend("p" + std::to_string(i) + "-" + std::to_string(j));
+        if (!store->CreateBackend(b).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  RawPostgres raw(RequireTestPostgresUrl());
+  const int open =
+      std::stoi(raw.Value("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                          {tag}));
+  CHECK(open >= 1);
+  CHECK(open <= 2);
+}
+
+TEST_CASE("PostgresStorage answers Unavailable without the password when the server is down",
+          "[postgres]") {
+  const std::string url = "postgresql://switchboard:hunter2-secret@127.0.0.1:" +
+                          std::to_string(ClosedPort()) + "/postgres";
+  auto storage = OpenPostgresStorage({.url = url, .connect_timeout_seconds = 2});
+  CHECK(storage.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(storage.status().message(), !Catch::Contains("hunter2"));
+  CHECK_THAT(storage.status().message(), Catch::Contains("127.0.0.1"));
+}
+
+TEST_CASE("PostgresStorage answers Unavailable without the password for a wrong password",
+          "[postgres]") {
+  std::string url = RequireTestPostgresUrl();
+  const std::string password = TestPassword();
+  const std::string wrong = "wrong-" + password.substr(0, 6) + "-pw";
+  url.replace(url.find(password), password.size(), wrong);
+  auto storage = OpenPostgresStorage({.url = url});
+  CHECK(storage.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(storage.status().message(), !Catch::Contains(wrong));
+  CHECK_THAT(storage.status().message(), Catch::Contains("password authentication failed"));
+}
+
+TEST_CASE("PostgresStorage refuses an empty or malformed connection url", "[postgres]") {
+  CHECK(OpenPostgresStorage({.url = ""}).status().code() == StatusCode::kInvalidArgument);
+  auto bad = OpenPostgresStorage({.url = "postgresql://u:topsecret@h/db?no_such_option=1"});
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(bad.status().message(), !Catch::Contains("topsecret"));
+}
+
+TEST_CASE("PostgresStorage keeps a schema name with quotes as a name, not as SQL",
+          "[postgres]") {
+  const std::string schema = FreshSchemaName() + "\"; DROP TABLE x; --";
+  auto store = Open(schema);
+  REQUIRE(store->CreateBackend(MakeBackend("quoted")).ok());
+  RawPostgres raw(RequireTestPostgresUrl());
+  CHECK(raw.Value("SELECT count(*) FROM pg_namespace WHERE nspname = $1", {schema}) == "1");
+}
+
+TEST_CASE("RedactPostgresUrl hides the password and keeps the rest", "[postgres]") {
+  CHECK(RedactPostgresUrl("postgres://sb:s3cret@db:5432/switchboard") ==
+        "postgres://sb:***@db:5432/switchboard");
+  CHECK(RedactPostgresUrl("postgresql://sb@db/x?sslmode=require&password=s3cret") ==
+        "postgresql://sb@db/x?sslmode=require&password=***");
+  CHECK(RedactPostgresUrl("host=db password=s3cret dbname=x") ==
+        "host=db password=*** dbname=x");
+  CHECK(RedactPostgresUrl("postgres://db/x") == "postgres://db/x");
+  CHECK(IsPostgresUrl("postgres://db/x"));
+  CHECK(IsPostgresUrl("postgresql://db/x"));
+  CHECK_FALSE(IsPostgresUrl("switchboard.db"));
+}
+
+}  // namespace
+}  // namespace switchboard::testing
