@@ -18,7 +18,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -396,9 +398,11 @@ TEMPLATE_LIST_TEST_CASE("Storage aggregates usage totals, errors, rate limits an
   CHECK(stats->totals.rate_limited == 1);
   CHECK(stats->totals.prompt_tokens == 140);
   CHECK(stats->totals.completion_tokens == 280);
+  // Percentiles are nearest-rank, read from log-scale histograms: exact
+  // below 32 ms, else within 1/32 of the exact value, never above the maximum.
   // Latencies 10..100 and 4 x 1000: nearest rank 50% of 14 = 7th = 70; 95% = 14th = 1000.
-  CHECK(stats->totals.p50_ms == 70);
-  CHECK(stats->totals.p95_ms == 1000);
+  CHECK(stats->totals.p50_ms == Approx(70).epsilon(1.0 / 32));
+  CHECK(stats->totals.p95_ms == 1000);  // the largest value: exact
   // ttfb only where > 0: a's 5..50; 50% of 10 = 5th = 25; 95% = 10th = 50.
   CHECK(stats->totals.ttfb_p50_ms == 25);
   CHECK(stats->totals.ttfb_p95_ms == 50);
@@ -407,7 +411,7 @@ TEMPLATE_LIST_TEST_CASE("Storage aggregates usage totals, errors, rate limits an
   CHECK(stats->by_backend[0].backend_name == "a");
   CHECK(stats->by_backend[0].backend_id == a.id);
   CHECK(stats->by_backend[0].usage.requests == 10);
-  CHECK(stats->by_backend[0].usage.p50_ms == 50);
+  CHECK(stats->by_backend[0].usage.p50_ms == Approx(50).epsilon(1.0 / 32));
   CHECK(stats->by_backend[0].usage.p95_ms == 100);
   CHECK(stats->by_backend[1].backend_name == "b");
   CHECK(stats->by_backend[1].usage.errors == 2);
@@ -458,6 +462,202 @@ TEMPLATE_LIST_TEST_CASE("Storage deletes usage older than a cutoff and says how 
   REQUIRE(page.ok());
   REQUIRE(page->records.size() == 6);
   CHECK(page->records.back().time == TestEpoch() + std::chrono::hours(4));
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage percentiles stay within the histogram's stated error",
+                        "[storage]", StorageMakers) {
+  auto store = MakeStore<TestType>();
+  const Backend b = MakeBackend("a");
+  std::vector<UsageRecord> batch;
+  std::vector<int64_t> latencies;
+  uint64_t x = 12345;
+  for (int i = 0; i < 500; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;  // deterministic, spread out
+    const int64_t latency = 1 + static_cast<int64_t>((x >> 33) % 20000);
+    latencies.push_back(latency);
+    batch.push_back(MakeUsage(b, TestEpoch() + std::chrono::seconds(i % 300), 200, latency));
+  }
+  REQUIRE(store->AppendUsage(batch).ok());
+  std::sort(latencies.begin(), latencies.end());
+  auto exact = [&](double p) {
+    const auto rank = static_cast<size_t>(std::ceil(p / 100.0 * latencies.size()));
+    return static_cast<double>(latencies[rank - 1]);
+  };
+  // Rollups (whole minutes) and raw records (a 7 s bucket) give the same answer.
+  for (int bucket_seconds : {60, 7}) {
+    auto stats = store->QueryUsageStats({.from = TestEpoch(),
+                                         .to = TestEpoch() + std::chrono::minutes(5),
+                                         .bucket_seconds = bucket_seconds});
+    REQUIRE(stats.ok());
+    REQUIRE(stats->totals.requests == 500);
+    CHECK(stats->totals.p50_ms == Approx(exact(50)).epsilon(1.0 / 32));
+    CHECK(stats->totals.p95_ms == Approx(exact(95)).epsilon(1.0 / 32));
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage counts upstream 429s that failover absorbed", "[storage]",
+                        StorageMakers) {
+  auto store = MakeStore<TestType>();
+  const Backend a = MakeBackend("a");
+  const Backend b = MakeBackend("b", "fallback");
+  // The client got b's 200 after a answered 429.
+  UsageRecord absorbed = MakeUsage(b, TestEpoch() + std::chrono::seconds(5));
+  absorbed.attempts = 2;
+  absorbed.trace =
+      R"([{"backend":"a","pool":"primary","decision":"tried","status":429},)"
+      R"({"backend":"b","pool":"fallback","decision":"tried","status":200}])";
+  // Two upstream 429s, and the client got 429 itself.
+  UsageRecord exhausted = MakeUsage(a, TestEpoch() + std::chrono::seconds(65), 429);
+  exhausted.trace =
+      R"([{"backend":"a","pool":"primary","decision":"tried","status":429},)"
+      R"({"backend":"b","pool":"fallback","decision":"tried","status":429}])";
+  // A 429 from the router (everything cooling), no upstream answered.
+  UsageRecord cooling = MakeUsage(a, TestEpoch() + std::chrono::seconds(70), 429);
+  cooling.trace = R"([{"backend":"a","pool":"primary","decision":"skipped_cooling"}])";
+  REQUIRE(store->AppendUsage({absorbed, exhausted, cooling}).ok());
+
+  for (int bucket_seconds : {60, 30}) {  // rollups, then raw records
+    auto stats = store->QueryUsageStats({.from = TestEpoch(),
+                                         .to = TestEpoch() + std::chrono::minutes(2),
+                                         .bucket_seconds = bucket_seconds});
+    REQUIRE(stats.ok());
+    CHECK(stats->totals.requests == 3);
+    CHECK(stats->totals.rate_limited == 2);
+    CHECK(stats->totals.upstream_429 == 3);
+    REQUIRE(stats->by_backend.size() == 2);
+    CHECK(stats->by_backend[0].backend_name == "a");
+    CHECK(stats->by_backend[0].usage.upstream_429 == 2);
+    CHECK(stats->by_backend[1].usage.upstream_429 == 1);
+    REQUIRE(stats->timeseries.size() >= 2);
+    CHECK(stats->timeseries.front().usage.upstream_429 == 1);
+    CHECK(stats->timeseries.back().usage.upstream_429 == 2);
+  }
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage stats count partial minutes at the window edges exactly",
+                        "[storage]", StorageMakers) {
+  auto store = MakeStore<TestType>();
+  const Backend a = MakeBackend("a");
+  std::vector<UsageRecord> batch;
+  // One record every 10 s from T to T+5 min.
+  for (int i = 0; i < 30; ++i) batch.push_back(MakeUsage(a, TestEpoch() + std::chrono::seconds(i * 10)));
+  REQUIRE(store->AppendUsage(batch).ok());
+  // [T+25 s, T+3 min 35 s): records at 30..210 s, i.e. 19 of them; the
+  // minutes starting at T+1 min and T+2 min are whole, the rest is partial.
+  auto stats = store->QueryUsageStats({.from = TestEpoch() + std::chrono::seconds(25),
+                                       .to = TestEpoch() + std::chrono::seconds(215),
+                                       .bucket_seconds = 60});
+  REQUIRE(stats.ok());
+  CHECK(stats->totals.requests == 19);
+  CHECK(stats->totals.prompt_tokens == 190);
+  REQUIRE(stats->timeseries.size() == 4);
+  CHECK(stats->timeseries[0].start == TestEpoch());
+  CHECK(stats->timeseries[0].usage.requests == 3);  // 30, 40, 50 s
+  CHECK(stats->timeseries[1].usage.requests == 6);
+  CHECK(stats->timeseries[2].usage.requests == 6);
+  CHECK(stats->timeseries[3].usage.requests == 4);  // 180..210 s
+  // A window inside one minute reads records only.
+  auto inner = store->QueryUsageStats({.from = TestEpoch() + std::chrono::seconds(61),
+                                       .to = TestEpoch() + std::chrono::seconds(89),
+                                       .bucket_seconds = 60});
+  REQUIRE(inner.ok());
+  CHECK(inner->totals.requests == 2);  // 70 and 80 s
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage retention removes deleted usage from the stats", "[storage]",
+                        StorageMakers) {
+  auto store = MakeStore<TestType>();
+  const Backend a = MakeBackend("a");
+  std::vector<UsageRecord> batch;
+  for (int s : {10, 50, 70, 130}) batch.push_back(MakeUsage(a, TestEpoch() + std::chrono::seconds(s)));
+  REQUIRE(store->AppendUsage(batch).ok());
+  // The cutoff falls inside the first minute: its rollup is rebuilt.
+  auto deleted = store->DeleteUsageBefore(TestEpoch() + std::chrono::seconds(30));
+  REQUIRE(deleted.ok());
+  CHECK(*deleted == 1);
+  auto stats = store->QueryUsageStats(
+      {.from = TestEpoch(), .to = TestEpoch() + std::chrono::minutes(3), .bucket_seconds = 60});
+  REQUIRE(stats.ok());
+  CHECK(stats->totals.requests == 3);
+  REQUIRE(stats->timeseries.size() == 3);
+  CHECK(stats->timeseries[0].usage.requests == 1);
+  // A whole-minute cutoff drops whole minutes.
+  REQUIRE(store->DeleteUsageBefore(TestEpoch() + std::chrono::minutes(2)).ok());
+  stats = store->QueryUsageStats(
+      {.from = TestEpoch(), .to = TestEpoch() + std::chrono::minutes(3), .bucket_seconds = 60});
+  REQUIRE(stats.ok());
+  CHECK(stats->totals.requests == 1);
+}
+
+// --- Client keys ----------------------------------------------------------------
+
+inline ClientKey MakeClientKey(const std::string& name, int n) {
+  ClientKey k;
+  k.id = "key_" + name + std::to_string(n);
+  k.name = name;
+  k.key_hash = std::string(63, 'a') + std::to_string(n % 10);
+  k.hint = "ab" + std::to_string(10 + n % 90);
+  k.metadata = R"({"team":"ml"})";
+  k.created_at = TestEpoch() + std::chrono::seconds(n);
+  return k;
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage keeps client keys and lists them oldest first", "[storage]",
+                        StorageMakers) {
+  auto store = MakeStore<TestType>();
+  const ClientKey second = MakeClientKey("second", 2);
+  const ClientKey first = MakeClientKey("first", 1);
+  REQUIRE(store->CreateClientKey(second).ok());
+  REQUIRE(store->CreateClientKey(first).ok());
+  auto keys = store->ListClientKeys();
+  REQUIRE(keys.ok());
+  REQUIRE(keys->size() == 2);
+  CHECK((*keys)[0] == first);
+  CHECK((*keys)[1] == second);
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage refuses a second live client key with the same name",
+                        "[storage]", StorageMakers) {
+  auto store = MakeStore<TestType>();
+  REQUIRE(store->CreateClientKey(MakeClientKey("ci", 1)).ok());
+  const Status dup = store->CreateClientKey(MakeClientKey("ci", 2));
+  CHECK(dup.code() == StatusCode::kAlreadyExists);
+  CHECK(dup.param() == "name");
+  const Status same_id = store->CreateClientKey(MakeClientKey("ci", 1));
+  CHECK(same_id.code() == StatusCode::kAlreadyExists);
+  // Once revoked, the name is free again.
+  REQUIRE(store->RevokeClientKey("key_ci1", TestEpoch()).ok());
+  CHECK(store->CreateClientKey(MakeClientKey("ci", 2)).ok());
+  auto keys = store->ListClientKeys();
+  REQUIRE(keys.ok());
+  CHECK(keys->size() == 2);
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage revokes a client key once and keeps the first time",
+                        "[storage]", StorageMakers) {
+  auto store = MakeStore<TestType>();
+  REQUIRE(store->CreateClientKey(MakeClientKey("ci", 1)).ok());
+  CHECK(store->RevokeClientKey("key_nope", TestEpoch()).code() == StatusCode::kNotFound);
+  REQUIRE(store->RevokeClientKey("key_ci1", TestEpoch() + std::chrono::seconds(5)).ok());
+  REQUIRE(store->RevokeClientKey("key_ci1", TestEpoch() + std::chrono::seconds(9)).ok());
+  auto keys = store->ListClientKeys();
+  REQUIRE(keys.ok());
+  REQUIRE(keys->size() == 1);
+  CHECK((*keys)[0].revoked_at == TestEpoch() + std::chrono::seconds(5));
+}
+
+TEMPLATE_LIST_TEST_CASE("Storage only moves a client key's last use forward", "[storage]",
+                        StorageMakers) {
+  auto store = MakeStore<TestType>();
+  REQUIRE(store->CreateClientKey(MakeClientKey("ci", 1)).ok());
+  REQUIRE(store->TouchClientKeys({{"key_ci1", TestEpoch() + std::chrono::seconds(20)},
+                                  {"key_unknown", TestEpoch()}})
+              .ok());
+  REQUIRE(store->TouchClientKeys({{"key_ci1", TestEpoch() + std::chrono::seconds(10)}}).ok());
+  auto keys = store->ListClientKeys();
+  REQUIRE(keys.ok());
+  REQUIRE(keys->size() == 1);
+  CHECK((*keys)[0].last_used_at == TestEpoch() + std::chrono::seconds(20));
 }
 
 // --- Config and pools -----------------------------------------------------------

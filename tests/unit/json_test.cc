@@ -760,7 +760,7 @@ TEST_CASE("CooldownEventsToJson names the backend and both times", "[json]") {
 }
 
 TEST_CASE("UsageStatsToJson writes totals, breakdowns and timeseries", "[json]") {
-  UsageAggregate agg{4, 1, 1, 40, 80, 100, 250.5, 50, 120};
+  UsageAggregate agg{4, 1, 1, 40, 80, 100, 250.5, 50, 120, 3};
   UsageStats stats;
   stats.totals = agg;
   stats.by_backend = {BackendUsage{"bkd_a", "a", agg}};
@@ -768,7 +768,7 @@ TEST_CASE("UsageStatsToJson writes totals, breakdowns and timeseries", "[json]")
   stats.timeseries = {UsageBucket{TestEpoch() + seconds(60), agg, {{"a", 3}, {"b", 1}}}};
   const std::string fields =
       R"("requests":4,"errors":1,"rate_limited":1,"prompt_tokens":40,"completion_tokens":80,)"
-      R"("p50_ms":100.0,"p95_ms":250.5,"ttfb_p50_ms":50.0,"ttfb_p95_ms":120.0)";
+      R"("p50_ms":100.0,"p95_ms":250.5,"ttfb_p50_ms":50.0,"ttfb_p95_ms":120.0,"upstream_429":3)";
   CHECK(UsageStatsToJson(stats, 3600) ==
         R"({"window":3600,"totals":{)" + fields +
             R"(},"by_backend":[{"backend_id":"bkd_a","backend":"a",)" + fields +

@@ -163,7 +163,8 @@ TEST_CASE("SqliteStorage migrates a new database to SqliteSchemaVersion()", "[sq
 
   SQLite::Database raw(path, SQLite::OPEN_READONLY);
   CHECK(raw.execAndGet("PRAGMA user_version").getInt() == SqliteSchemaVersion());
-  for (const char* table : {"backends", "cooldown_events", "usage", "config"}) {
+  for (const char* table :
+       {"backends", "cooldown_events", "usage", "config", "usage_rollup", "client_keys"}) {
     INFO(table);
     CHECK(raw.tableExists(table));
   }
@@ -181,6 +182,57 @@ TEST_CASE("SqliteStorage opens a database at the current version without migrati
   auto list = storage->ListBackends({});
   REQUIRE(list.ok());
   CHECK(list->size() == 1);
+}
+
+TEST_CASE("SqliteStorage upgrades a version 1 database in place and rolls up its usage",
+          "[sqlite_storage]") {
+  TempDir dir;
+  const std::string path = dir.File("v1.db");
+  const Backend a = MakeBackend("alpha");
+  std::vector<UsageRecord> records;
+  for (int i = 0; i < 90; ++i) {
+    UsageRecord r = MakeUsage(a, TestEpoch() + std::chrono::seconds(i * 2), i % 10 == 0 ? 502 : 200,
+                              40 + i);
+    if (i % 30 == 0) {
+      r.trace = R"([{"backend":"x","pool":"primary","decision":"tried","status":429},)"
+                R"({"backend":"alpha","pool":"primary","decision":"tried","status":200}])";
+    }
+    records.push_back(r);
+  }
+  UsageStats before;
+  const StatsQuery query{.from = TestEpoch(), .to = TestEpoch() + std::chrono::minutes(3),
+                         .bucket_seconds = 60};
+  {
+    auto storage = OpenOrFail(path);
+    REQUIRE(storage->CreateBackend(a).ok());
+    REQUIRE(storage->AppendUsage(records).ok());
+    auto stats = storage->QueryUsageStats(query);
+    REQUIRE(stats.ok());
+    before = *stats;
+  }
+  {
+    // Turn the file back into what version 1 wrote: no rollups, no client keys.
+    SQLite::Database raw(path, SQLite::OPEN_READWRITE);
+    raw.exec("DROP TABLE usage_rollup; DROP TABLE client_keys; PRAGMA user_version = 1");
+  }
+  auto storage = OpenOrFail(path);
+  {
+    SQLite::Database raw(path, SQLite::OPEN_READONLY);
+    CHECK(raw.execAndGet("PRAGMA user_version").getInt() == SqliteSchemaVersion());
+    CHECK(raw.execAndGet("SELECT COUNT(*) FROM usage_rollup").getInt() == 3);
+  }
+  auto after = storage->QueryUsageStats(query);
+  REQUIRE(after.ok());
+  CHECK(after->totals.requests == 90);
+  CHECK(after->totals.errors == 9);
+  CHECK(after->totals.upstream_429 == 3);
+  CHECK(after->totals == before.totals);
+  CHECK(after->by_backend == before.by_backend);
+  CHECK(after->timeseries == before.timeseries);
+  auto backends = storage->ListBackends({});
+  REQUIRE(backends.ok());
+  CHECK(backends->size() == 1);
+  REQUIRE(storage->CreateClientKey(ClientKey{.id = "key_1", .name = "ci", .key_hash = "00"}).ok());
 }
 
 TEST_CASE("SqliteStorage refuses a database whose schema is newer than this build",

@@ -56,7 +56,10 @@ struct StatsQuery {
 
 // Aggregates over a set of usage records. Errors are final statuses >= 400
 // other than 429; rate_limited counts final 429s. Percentiles are nearest-rank
-// over latency_ms / ttfb_ms (ttfb over records with ttfb_ms > 0).
+// over latency_ms / ttfb_ms (ttfb over records with ttfb_ms > 0), read from
+// fixed log-scale histograms: exact below 32 ms, otherwise within 1/32
+// (3.125 %) of the exact nearest-rank value, and never outside the group's
+// smallest and largest value (see docs/storage.md).
 struct UsageAggregate {
   int64_t requests = 0;
   int64_t errors = 0;
@@ -67,6 +70,9 @@ struct UsageAggregate {
   double p95_ms = 0;
   double ttfb_p50_ms = 0;
   double ttfb_p95_ms = 0;
+  // Upstream 429 answers in the records' decision traces, including those
+  // that failover absorbed (the client got another backend's answer).
+  int64_t upstream_429 = 0;
 
   friend bool operator==(const UsageAggregate&, const UsageAggregate&) = default;
 };
@@ -103,6 +109,28 @@ struct UsageStats {
 struct ApiKeyUpdate {
   std::string backend_id;
   std::string api_key_ciphertext;
+};
+
+// A client key: what a proxy client presents as "Authorization: Bearer KEY"
+// or "x-api-key: KEY". Only its SHA-256 is stored, never the key.
+struct ClientKey {
+  std::string id;        // "key_...", server-generated
+  std::string name;      // unique among keys not revoked, [A-Za-z0-9._-]{1,64}
+  std::string key_hash;  // lowercase hex SHA-256 of the key
+  std::string hint;      // last 4 characters of the key at most
+  std::string metadata = "{}";  // serialized JSON object
+  SystemTime created_at{};
+  std::optional<SystemTime> last_used_at;
+  std::optional<SystemTime> revoked_at;  // set once; a revoked key is never accepted
+
+  bool revoked() const { return revoked_at.has_value(); }
+  friend bool operator==(const ClientKey&, const ClientKey&) = default;
+};
+
+// When a client key was last used (see Storage::TouchClientKeys).
+struct ClientKeyUse {
+  std::string key_id;
+  SystemTime used_at{};
 };
 
 // All implementations are safe for concurrent use from many threads without
@@ -162,6 +190,23 @@ class Storage {
   virtual Result<Config> GetConfig() = 0;
   // REQUIRES: ValidateConfig(config) is empty (kInvalidArgument otherwise).
   virtual Status PutConfig(const Config& config) = 0;
+
+  // --- Client keys ----------------------------------------------------------
+  // The defaults below keep stores written before client keys existed
+  // compiling; they answer kFailedPrecondition ("does not keep client keys")
+  // and an empty list. Both shipped stores implement them.
+
+  // Stores a new key as given. kAlreadyExists (param "name" or "id") when the
+  // id is taken or a key that is not revoked has the same name.
+  virtual Status CreateClientKey(const ClientKey& key);
+  // Every key, revoked ones included, ordered by created_at then id.
+  virtual Result<std::vector<ClientKey>> ListClientKeys();
+  // Marks the key revoked at `when` (a key already revoked keeps its first
+  // time). kNotFound for an unknown id.
+  virtual Status RevokeClientKey(const std::string& id, SystemTime when);
+  // Raises last_used_at to each use's time (never lowers it), in one
+  // transaction. Unknown ids are ignored.
+  virtual Status TouchClientKeys(const std::vector<ClientKeyUse>& uses);
 
   // --- Derived ------------------------------------------------------------
   // Per-pool counts, in routing order. The default reads ListBackends and

@@ -255,6 +255,8 @@ void WriteAggregateFields(JsonWriter& w, const UsageAggregate& a) {
   WriteDouble(w, a.ttfb_p50_ms);
   WriteKey(w, "ttfb_p95_ms");
   WriteDouble(w, a.ttfb_p95_ms);
+  WriteKey(w, "upstream_429");
+  w.Int64(a.upstream_429);
 }
 
 void WriteUsageRecord(JsonWriter& w, const UsageRecord& r) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <tuple>
+#include <vector>
 #include <unordered_map>
 
 #include "stats_util.h"
@@ -129,11 +131,13 @@ class MemoryStorage final : public Storage {
   }
 
   Status AppendUsage(const std::vector<UsageRecord>& records) override {
+    auto cells = internal::RollUp(records);  // outside the lock: it parses traces
     std::lock_guard<std::mutex> lock(mu_);
     for (UsageRecord r : records) {
       r.id = ++last_usage_id_;
       usage_.push_back(std::move(r));
     }
+    MergeRollupsLocked(cells);
     return Status::Ok();
   }
 
@@ -160,11 +164,21 @@ class MemoryStorage final : public Storage {
     if (query.bucket_seconds < 1) {
       return InvalidArgumentError("bucket_seconds must be >= 1", "bucket_seconds");
     }
+    const internal::StatsPlan plan = internal::PlanStats(query);
     std::lock_guard<std::mutex> lock(mu_);
     internal::UsageStatsBuilder builder(query.bucket_seconds);
+    // Whole minutes from the rollups, the partial minutes at the edges (or
+    // everything, when the plan says so) from the records.
     for (const UsageRecord& r : usage_) {
       if (r.time < query.from || r.time >= query.to) continue;
+      if (plan.use_rollups && r.time >= plan.rollup_from && r.time < plan.rollup_to) continue;
       builder.Add(r);
+    }
+    if (plan.use_rollups) {
+      for (auto it = rollups_.lower_bound({plan.first_minute, "", ""});
+           it != rollups_.end() && std::get<0>(it->first) < plan.end_minute; ++it) {
+        builder.Add(it->second);
+      }
     }
     return builder.Build();
   }
@@ -175,7 +189,66 @@ class MemoryStorage final : public Storage {
     usage_.erase(std::remove_if(usage_.begin(), usage_.end(),
                                 [cutoff](const UsageRecord& r) { return r.time < cutoff; }),
                  usage_.end());
+    // Rollups of the minutes wholly before the cutoff go; the minute holding
+    // the cutoff is rebuilt from the records that remain in it.
+    const int64_t cut_minute = internal::MinuteOf(cutoff);
+    rollups_.erase(rollups_.begin(), rollups_.lower_bound({cut_minute, "", ""}));
+    if (FromUnixMillis(cut_minute * 60000) != cutoff) {
+      rollups_.erase(rollups_.lower_bound({cut_minute, "", ""}),
+                     rollups_.lower_bound({cut_minute + 1, "", ""}));
+      std::vector<UsageRecord> rest;
+      for (const UsageRecord& r : usage_) {
+        if (internal::MinuteOf(r.time) == cut_minute) rest.push_back(r);
+      }
+      MergeRollupsLocked(internal::RollUp(rest));
+    }
     return static_cast<int64_t>(old_size - usage_.size());
+  }
+
+  Status CreateClientKey(const ClientKey& key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const ClientKey& k : client_keys_) {
+      if (k.id == key.id) {
+        return AlreadyExistsError("a client key with id '" + key.id + "' already exists", "id");
+      }
+      if (k.name == key.name && !k.revoked() && !key.revoked()) {
+        return AlreadyExistsError("a client key named '" + key.name + "' already exists", "name");
+      }
+    }
+    client_keys_.push_back(key);
+    return Status::Ok();
+  }
+
+  Result<std::vector<ClientKey>> ListClientKeys() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<ClientKey> out = client_keys_;
+    std::sort(out.begin(), out.end(), [](const ClientKey& a, const ClientKey& b) {
+      if (a.created_at != b.created_at) return a.created_at < b.created_at;
+      return a.id < b.id;
+    });
+    return out;
+  }
+
+  Status RevokeClientKey(const std::string& id, SystemTime when) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (ClientKey& k : client_keys_) {
+      if (k.id != id) continue;
+      if (!k.revoked_at) k.revoked_at = when;
+      return Status::Ok();
+    }
+    return NotFoundError("no client key with id '" + id + "'");
+  }
+
+  Status TouchClientKeys(const std::vector<ClientKeyUse>& uses) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const ClientKeyUse& use : uses) {
+      for (ClientKey& k : client_keys_) {
+        if (k.id == use.key_id && (!k.last_used_at || *k.last_used_at < use.used_at)) {
+          k.last_used_at = use.used_at;
+        }
+      }
+    }
+    return Status::Ok();
   }
 
   Result<Config> GetConfig() override {
@@ -194,6 +267,14 @@ class MemoryStorage final : public Storage {
 
  private:
   // REQUIRES: mu_ held
+  void MergeRollupsLocked(const std::map<internal::RollupKey, internal::UsageRollup>& cells) {
+    for (const auto& [key, cell] : cells) {
+      auto [it, inserted] = rollups_.try_emplace(key, cell);
+      if (!inserted) it->second.Merge(cell);
+    }
+  }
+
+  // REQUIRES: mu_ held
   const Backend* FindByNameLocked(const std::string& name) const {
     for (const auto& [id, b] : backends_) {
       if (b.name == name) return &b;
@@ -208,6 +289,9 @@ class MemoryStorage final : public Storage {
   int64_t last_event_id_ = 0;                          // guarded by mu_
   int64_t last_usage_id_ = 0;                          // guarded by mu_
   Config config_;                                      // guarded by mu_
+  // Per-minute rollups of usage_, kept in step with it.
+  std::map<internal::RollupKey, internal::UsageRollup> rollups_;  // guarded by mu_
+  std::vector<ClientKey> client_keys_;                            // guarded by mu_
 };
 
 }  // namespace

@@ -14,8 +14,10 @@
 //   resolution every consumer (RFC 3339 on the wire, charts) needs.
 // - Enums are stored by name, so the database reads well in the sqlite3 shell
 //   and does not depend on enumerator order.
-// - Usage statistics are computed in SQL (GROUP BY); percentiles come from
-//   per-group latency histograms, so no raw rows cross into C++.
+// - Usage statistics read per-minute rollups (usage_rollup), written with the
+//   records in the same transaction; only the partial minutes at a window's
+//   edges read raw rows. Percentiles come from the rollups' log-scale
+//   histograms (stats_util.h), so a day's stats read ~1,440 x groups rows.
 #include <SQLiteCpp/SQLiteCpp.h>
 #include <sqlite3.h>
 
@@ -25,6 +27,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,6 +39,7 @@
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "stats_util.h"
 #include "switchboard/storage.h"
 
 namespace switchboard {
@@ -49,7 +53,12 @@ constexpr int kMaxPageLimit = 1000;
 struct Migration {
   int version;
   const char* sql;
+  // Runs after `sql` in the same transaction, for what SQL alone cannot do.
+  // May throw (SQLite::Exception, std::exception).
+  void (*then)(SQLite::Database& db) = nullptr;
 };
+
+void BackfillUsageRollups(SQLite::Database& db);
 
 constexpr Migration kMigrations[] = {
     {1, R"sql(
@@ -120,6 +129,39 @@ CREATE TABLE config (
   json TEXT NOT NULL
 );
 )sql"},
+    {2, R"sql(
+-- One row per minute, backend and model, maintained by AppendUsage() in the
+-- same transaction as the records, so stats read these instead of the rows.
+CREATE TABLE usage_rollup (
+  minute            INTEGER NOT NULL,  -- Unix seconds / 60, floored
+  backend_id        TEXT NOT NULL,
+  model             TEXT NOT NULL,
+  backend_name      TEXT NOT NULL,     -- of the newest record folded in
+  requests          INTEGER NOT NULL,
+  errors            INTEGER NOT NULL,
+  rate_limited      INTEGER NOT NULL,
+  upstream_429      INTEGER NOT NULL,
+  prompt_tokens     INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  latency_hist      BLOB NOT NULL,     -- log-scale histogram, see stats_util.h
+  ttfb_hist         BLOB NOT NULL,
+  PRIMARY KEY (minute, backend_id, model)
+) WITHOUT ROWID;
+
+-- Client keys: only the SHA-256 of a key is kept.
+CREATE TABLE client_keys (
+  id           TEXT PRIMARY KEY NOT NULL,
+  name         TEXT NOT NULL,
+  key_hash     TEXT NOT NULL UNIQUE,   -- lowercase hex SHA-256
+  hint         TEXT NOT NULL,
+  metadata     TEXT NOT NULL,          -- JSON object
+  created_at   INTEGER NOT NULL,       -- Unix ms
+  last_used_at INTEGER,                -- Unix ms, NULL when never
+  revoked_at   INTEGER                 -- Unix ms, NULL while valid
+);
+CREATE UNIQUE INDEX client_keys_live_name ON client_keys (name) WHERE revoked_at IS NULL;
+)sql",
+     BackfillUsageRollups},
 };
 
 constexpr int kLatestSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
@@ -408,103 +450,123 @@ UsageRecord ReadUsage(const SQLite::Statement& s) {
 
 // --- Statistics -----------------------------------------------------------
 
-// Nearest-rank percentile over a histogram of (value, count), ascending by
-// value, holding `n` values: rank = ceil(p/100 * n) (at least 1); 0 when empty.
-// Same definition as internal::NearestRank over the expanded values.
-double NearestRankOfHistogram(const std::vector<std::pair<int64_t, int64_t>>& histogram, int64_t n,
-                              double p) {
-  if (n <= 0 || histogram.empty()) return 0;
-  int64_t rank = static_cast<int64_t>(std::ceil(p / 100.0 * static_cast<double>(n)));
-  rank = std::clamp<int64_t>(rank, 1, n);
-  int64_t seen = 0;
-  for (const auto& [value, count] : histogram) {
-    seen += count;
-    if (seen >= rank) return static_cast<double>(value);
-  }
-  return static_cast<double>(histogram.back().first);
+#define SWITCHBOARD_SQLITE_ROLLUP_COLUMNS                                                  \
+  "minute, backend_id, model, backend_name, requests, errors, rate_limited, upstream_429, " \
+  "prompt_tokens, completion_tokens, latency_hist, ttfb_hist"
+
+// The columns a usage record contributes to statistics, in ReadStatsRecord() order.
+#define SWITCHBOARD_SQLITE_STATS_COLUMNS                                                  \
+  "time, backend_id, backend_name, model, status, latency_ms, ttfb_ms, prompt_tokens, " \
+  "completion_tokens, trace"
+
+UsageRecord ReadStatsRecord(const SQLite::Statement& s) {
+  UsageRecord r;
+  r.time = FromUnixMillis(s.getColumn(0).getInt64());
+  r.backend_id = s.getColumn(1).getString();
+  r.backend_name = s.getColumn(2).getString();
+  r.model = s.getColumn(3).getString();
+  r.status = s.getColumn(4).getInt();
+  r.latency_ms = s.getColumn(5).getInt64();
+  r.ttfb_ms = s.getColumn(6).getInt64();
+  r.prompt_tokens = s.getColumn(7).getInt64();
+  r.completion_tokens = s.getColumn(8).getInt64();
+  r.trace = s.getColumn(9).getString();
+  return r;
 }
 
-struct GroupStats {
-  UsageAggregate usage;
-  std::string backend_name;                            // of the newest record in the group
-  std::vector<std::pair<int64_t, int64_t>> latencies;  // (latency_ms, count), ascending
-  std::vector<std::pair<int64_t, int64_t>> ttfbs;      // (ttfb_ms > 0, count), ascending
-  int64_t ttfb_count = 0;
+std::string_view BlobOf(const SQLite::Column& c) {
+  return std::string_view(static_cast<const char*>(c.getBlob()),
+                          static_cast<size_t>(c.getBytes()));
+}
 
-  UsageAggregate Finish() const {
-    UsageAggregate out = usage;
-    out.p50_ms = NearestRankOfHistogram(latencies, usage.requests, 50);
-    out.p95_ms = NearestRankOfHistogram(latencies, usage.requests, 95);
-    out.ttfb_p50_ms = NearestRankOfHistogram(ttfbs, ttfb_count, 50);
-    out.ttfb_p95_ms = NearestRankOfHistogram(ttfbs, ttfb_count, 95);
-    return out;
+// Reads the current row of a "SELECT SWITCHBOARD_SQLITE_ROLLUP_COLUMNS"
+// statement. Throws std::runtime_error for a histogram that does not decode.
+internal::UsageRollup ReadRollup(const SQLite::Statement& s) {
+  internal::UsageRollup r;
+  r.minute = s.getColumn(0).getInt64();
+  r.backend_id = s.getColumn(1).getString();
+  r.model = s.getColumn(2).getString();
+  r.backend_name = s.getColumn(3).getString();
+  r.requests = s.getColumn(4).getInt64();
+  r.errors = s.getColumn(5).getInt64();
+  r.rate_limited = s.getColumn(6).getInt64();
+  r.upstream_429 = s.getColumn(7).getInt64();
+  r.prompt_tokens = s.getColumn(8).getInt64();
+  r.completion_tokens = s.getColumn(9).getInt64();
+  if (!r.latency.Decode(BlobOf(s.getColumn(10))) || !r.ttfb.Decode(BlobOf(s.getColumn(11)))) {
+    throw std::runtime_error("usage_rollup row for minute " + std::to_string(r.minute) +
+                             " has a malformed histogram");
   }
-};
+  return r;
+}
 
-// The Unix-seconds start of the bucket holding a record, floor-aligned to a
-// multiple of ?3 seconds (SQLite's / and % truncate toward zero, as C++ does).
-constexpr const char* kBucketKey = "((time / 1000) - (((time / 1000) % ?3) + ?3) % ?3)";
-constexpr const char* kTimeRange = " FROM usage WHERE time >= ?1 AND time < ?2 ";
-
-template <typename Key>
-Key ReadKey(const SQLite::Column& c) {
-  if constexpr (std::is_same_v<Key, int64_t>) {
-    return c.getInt64();
-  } else {
-    return c.getString();
+// Folds `cells` into the usage_rollup table (read, merge, write back).
+// REQUIRES: inside a write transaction.
+void MergeRollups(SQLite::Database& db,
+                  const std::map<internal::RollupKey, internal::UsageRollup>& cells) {
+  if (cells.empty()) return;
+  SQLite::Statement select(db, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                               " FROM usage_rollup WHERE minute = ?1 AND backend_id = ?2 AND "
+                               "model = ?3");
+  SQLite::Statement write(db, "INSERT OR REPLACE INTO usage_rollup (" SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+  for (const auto& [key, cell] : cells) {
+    select.reset();
+    select.bind(1, cell.minute);
+    select.bind(2, cell.backend_id);
+    select.bind(3, cell.model);
+    internal::UsageRollup merged;
+    if (select.executeStep()) {
+      merged = ReadRollup(select);
+      merged.Merge(cell);
+    } else {
+      merged = cell;
+    }
+    write.reset();
+    write.bind(1, merged.minute);
+    write.bind(2, merged.backend_id);
+    write.bind(3, merged.model);
+    write.bind(4, merged.backend_name);
+    write.bind(5, merged.requests);
+    write.bind(6, merged.errors);
+    write.bind(7, merged.rate_limited);
+    write.bind(8, merged.upstream_429);
+    write.bind(9, merged.prompt_tokens);
+    write.bind(10, merged.completion_tokens);
+    const std::string latency = merged.latency.Encode();
+    const std::string ttfb = merged.ttfb.Encode();
+    write.bind(11, latency.data(), static_cast<int>(latency.size()));
+    write.bind(12, ttfb.data(), static_cast<int>(ttfb.size()));
+    write.exec();
   }
 }
 
-// Aggregates the usage records in [from_ms, to_ms) grouped by `key_sql` (a
-// constant SQL expression over the usage columns, never built from input).
-template <typename Key>
-std::map<Key, GroupStats> AggregateBy(SQLite::Database& db, const std::string& key_sql,
-                                      int64_t from_ms, int64_t to_ms, int bucket_seconds) {
-  const bool bucketed = key_sql.find("?3") != std::string::npos;
-  auto prepare = [&](const std::string& sql) {
-    auto s = std::make_unique<SQLite::Statement>(db, sql);
-    s->bind(1, from_ms);
-    s->bind(2, to_ms);
-    if (bucketed) s->bind(3, bucket_seconds);
-    return s;
-  };
-  std::map<Key, GroupStats> groups;
-  {
-    // backend_name is a bare column next to the single MAX(id): SQLite takes
-    // it from the row holding the maximum, i.e. the group's newest record.
-    auto s = prepare("SELECT " + key_sql +
-                     " AS k, COUNT(*), SUM(status >= 400 AND status <> 429), SUM(status = 429), "
-                     "SUM(prompt_tokens), SUM(completion_tokens), MAX(id), backend_name" +
-                     kTimeRange + "GROUP BY k");
-    while (s->executeStep()) {
-      GroupStats& g = groups[ReadKey<Key>(s->getColumn(0))];
-      g.usage.requests = s->getColumn(1).getInt64();
-      g.usage.errors = s->getColumn(2).getInt64();
-      g.usage.rate_limited = s->getColumn(3).getInt64();
-      g.usage.prompt_tokens = s->getColumn(4).getInt64();
-      g.usage.completion_tokens = s->getColumn(5).getInt64();
-      g.backend_name = s->getColumn(7).getString();
+// Rolls up the usage records with from_ms <= time < to_ms into `cells`.
+void RollUpRows(SQLite::Database& db, int64_t from_ms, int64_t to_ms,
+                std::map<internal::RollupKey, internal::UsageRollup>* cells) {
+  SQLite::Statement s(db, "SELECT " SWITCHBOARD_SQLITE_STATS_COLUMNS
+                          " FROM usage WHERE time >= ?1 AND time < ?2 ORDER BY id");
+  s.bind(1, from_ms);
+  s.bind(2, to_ms);
+  while (s.executeStep()) {
+    const UsageRecord r = ReadStatsRecord(s);
+    const int64_t minute = internal::MinuteOf(r.time);
+    internal::UsageRollup& cell = (*cells)[internal::RollupKey{minute, r.backend_id, r.model}];
+    if (cell.requests == 0) {
+      cell.minute = minute;
+      cell.backend_id = r.backend_id;
+      cell.model = r.model;
     }
+    cell.Add(r);
   }
-  {
-    auto s = prepare("SELECT " + key_sql + " AS k, latency_ms, COUNT(*)" + kTimeRange +
-                     "GROUP BY k, latency_ms ORDER BY k, latency_ms");
-    while (s->executeStep()) {
-      groups[ReadKey<Key>(s->getColumn(0))].latencies.emplace_back(s->getColumn(1).getInt64(),
-                                                                   s->getColumn(2).getInt64());
-    }
-  }
-  {
-    auto s = prepare("SELECT " + key_sql + " AS k, ttfb_ms, COUNT(*)" + kTimeRange +
-                     "AND ttfb_ms > 0 GROUP BY k, ttfb_ms ORDER BY k, ttfb_ms");
-    while (s->executeStep()) {
-      GroupStats& g = groups[ReadKey<Key>(s->getColumn(0))];
-      const int64_t count = s->getColumn(2).getInt64();
-      g.ttfbs.emplace_back(s->getColumn(1).getInt64(), count);
-      g.ttfb_count += count;
-    }
-  }
-  return groups;
+}
+
+// Schema v2: builds the rollups of the usage records already stored.
+void BackfillUsageRollups(SQLite::Database& db) {
+  std::map<internal::RollupKey, internal::UsageRollup> cells;
+  RollUpRows(db, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
+             &cells);
+  MergeRollups(db, cells);
 }
 
 // --- The store --------------------------------------------------------------
@@ -693,6 +755,7 @@ class SqliteStorage final : public Storage {
 
   Status AppendUsage(const std::vector<UsageRecord>& records) override {
     if (records.empty()) return Status::Ok();
+    const auto cells = internal::RollUp(records);  // before the lock: it parses traces
     return Run<Status>("append usage", [&]() -> Status {
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement& s = insert_usage_;
@@ -717,6 +780,7 @@ class SqliteStorage final : public Storage {
         s.exec();
       }
       s.tryReset();
+      MergeRollups(*db_, cells);
       txn.commit();
       return Status::Ok();
     });
@@ -743,60 +807,34 @@ class SqliteStorage final : public Storage {
     if (query.bucket_seconds < 1) {
       return InvalidArgumentError("bucket_seconds must be >= 1", "bucket_seconds");
     }
+    const internal::StatsPlan plan = internal::PlanStats(query);
     return Run<Result<UsageStats>>("query usage stats", [&]() -> Result<UsageStats> {
-      const int64_t from_ms = ToUnixMillis(query.from);
-      const int64_t to_ms = ToUnixMillis(query.to);
-      const int bs = query.bucket_seconds;
-      // One read transaction: every query below sees the same snapshot.
+      internal::UsageStatsBuilder builder(query.bucket_seconds);
+      // One read transaction: rollups and edge records from the same snapshot.
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::DEFERRED);
-      UsageStats stats;
-      auto totals = AggregateBy<std::string>(*db_, "''", from_ms, to_ms, bs);
-      if (auto it = totals.find(""); it != totals.end()) stats.totals = it->second.Finish();
-
-      for (const auto& [id, g] : AggregateBy<std::string>(*db_, "backend_id", from_ms, to_ms, bs)) {
-        stats.by_backend.push_back(BackendUsage{id, g.backend_name, g.Finish()});
-      }
-      std::sort(stats.by_backend.begin(), stats.by_backend.end(),
-                [](const BackendUsage& a, const BackendUsage& b) {
-                  if (a.usage.requests != b.usage.requests) {
-                    return a.usage.requests > b.usage.requests;
-                  }
-                  return a.backend_name < b.backend_name;
-                });
-
-      for (const auto& [model, g] : AggregateBy<std::string>(*db_, "model", from_ms, to_ms, bs)) {
-        stats.by_model.push_back(ModelUsage{model, g.Finish()});
-      }
-      std::sort(stats.by_model.begin(), stats.by_model.end(),
-                [](const ModelUsage& a, const ModelUsage& b) {
-                  if (a.usage.requests != b.usage.requests) {
-                    return a.usage.requests > b.usage.requests;
-                  }
-                  return a.model < b.model;
-                });
-
-      std::map<int64_t, std::vector<std::pair<std::string, int64_t>>> per_backend;
-      {
-        SQLite::Statement s(*db_, std::string("SELECT ") + kBucketKey +
-                                      " AS k, backend_name, COUNT(*)" + kTimeRange +
-                                      "GROUP BY k, backend_name ORDER BY k, backend_name");
-        s.bind(1, from_ms);
-        s.bind(2, to_ms);
-        s.bind(3, bs);
-        while (s.executeStep()) {
-          per_backend[s.getColumn(0).getInt64()].emplace_back(s.getColumn(1).getString(),
-                                                              s.getColumn(2).getInt64());
-        }
-      }
-      for (const auto& [start, g] : AggregateBy<int64_t>(*db_, kBucketKey, from_ms, to_ms, bs)) {
-        UsageBucket bucket;
-        bucket.start = FromUnixMillis(start * 1000);
-        bucket.usage = g.Finish();
-        bucket.requests_by_backend = std::move(per_backend[start]);
-        stats.timeseries.push_back(std::move(bucket));
+      auto add_rows = [&](SystemTime from, SystemTime to) {
+        if (from >= to) return;
+        SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_STATS_COLUMNS
+                                  " FROM usage WHERE time >= ?1 AND time < ?2");
+        s.bind(1, ToUnixMillis(from));
+        s.bind(2, ToUnixMillis(to));
+        while (s.executeStep()) builder.Add(ReadStatsRecord(s));
+      };
+      if (!plan.use_rollups) {
+        add_rows(query.from, query.to);
+      } else {
+        // Whole minutes from the rollups, the partial minutes at the edges
+        // from the records themselves.
+        add_rows(query.from, plan.rollup_from);
+        SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                                  " FROM usage_rollup WHERE minute >= ?1 AND minute < ?2");
+        s.bind(1, plan.first_minute);
+        s.bind(2, plan.end_minute);
+        while (s.executeStep()) builder.Add(ReadRollup(s));
+        add_rows(plan.rollup_to, query.to);
       }
       txn.commit();
-      return stats;
+      return builder.Build();
     });
   }
 
@@ -806,8 +844,109 @@ class SqliteStorage final : public Storage {
       SQLite::Statement s(*db_, "DELETE FROM usage WHERE time < ?1");
       s.bind(1, ToUnixMillis(cutoff));
       const int64_t deleted = s.exec();
+      // Rollups of the minutes wholly before the cutoff go; the minute
+      // holding the cutoff is rebuilt from the records that remain in it.
+      const int64_t cut_minute = internal::MinuteOf(cutoff);
+      const bool partial = ToUnixMillis(cutoff) != cut_minute * 60000;
+      SQLite::Statement rollups(*db_, "DELETE FROM usage_rollup WHERE minute < ?1");
+      rollups.bind(1, partial ? cut_minute + 1 : cut_minute);
+      rollups.exec();
+      if (partial) {
+        std::map<internal::RollupKey, internal::UsageRollup> cells;
+        RollUpRows(*db_, cut_minute * 60000, (cut_minute + 1) * 60000, &cells);
+        MergeRollups(*db_, cells);
+      }
       txn.commit();
       return deleted;
+    });
+  }
+
+  Status CreateClientKey(const ClientKey& key) override {
+    return Run<Status>("create client key", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement check(*db_,
+                              "SELECT id = ?1 FROM client_keys WHERE id = ?1 OR "
+                              "(name = ?2 AND revoked_at IS NULL AND ?3 = 0) "
+                              "ORDER BY id = ?1 DESC LIMIT 1");
+      check.bind(1, key.id);
+      check.bind(2, key.name);
+      check.bind(3, static_cast<int>(key.revoked()));
+      if (check.executeStep()) {
+        if (check.getColumn(0).getInt() != 0) {
+          return AlreadyExistsError("a client key with id '" + key.id + "' already exists", "id");
+        }
+        return AlreadyExistsError("a client key named '" + key.name + "' already exists", "name");
+      }
+      SQLite::Statement insert(*db_,
+                               "INSERT INTO client_keys (id, name, key_hash, hint, metadata, "
+                               "created_at, last_used_at, revoked_at) "
+                               "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      insert.bind(1, key.id);
+      insert.bind(2, key.name);
+      insert.bind(3, key.key_hash);
+      insert.bind(4, key.hint);
+      insert.bind(5, key.metadata);
+      insert.bind(6, ToUnixMillis(key.created_at));
+      if (key.last_used_at) insert.bind(7, ToUnixMillis(*key.last_used_at));
+      if (key.revoked_at) insert.bind(8, ToUnixMillis(*key.revoked_at));
+      insert.exec();
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Result<std::vector<ClientKey>> ListClientKeys() override {
+    using Out = Result<std::vector<ClientKey>>;
+    return Run<Out>("list client keys", [&]() -> Out {
+      SQLite::Statement s(*db_,
+                          "SELECT id, name, key_hash, hint, metadata, created_at, last_used_at, "
+                          "revoked_at FROM client_keys ORDER BY created_at, id");
+      std::vector<ClientKey> out;
+      while (s.executeStep()) {
+        ClientKey k;
+        k.id = s.getColumn(0).getString();
+        k.name = s.getColumn(1).getString();
+        k.key_hash = s.getColumn(2).getString();
+        k.hint = s.getColumn(3).getString();
+        k.metadata = s.getColumn(4).getString();
+        k.created_at = FromUnixMillis(s.getColumn(5).getInt64());
+        if (!s.getColumn(6).isNull()) k.last_used_at = FromUnixMillis(s.getColumn(6).getInt64());
+        if (!s.getColumn(7).isNull()) k.revoked_at = FromUnixMillis(s.getColumn(7).getInt64());
+        out.push_back(std::move(k));
+      }
+      return out;
+    });
+  }
+
+  Status RevokeClientKey(const std::string& id, SystemTime when) override {
+    return Run<Status>("revoke client key", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*db_,
+                          "UPDATE client_keys SET revoked_at = COALESCE(revoked_at, ?2) "
+                          "WHERE id = ?1");
+      s.bind(1, id);
+      s.bind(2, ToUnixMillis(when));
+      if (s.exec() == 0) return NotFoundError("no client key with id '" + id + "'");
+      txn.commit();
+      return Status::Ok();
+    });
+  }
+
+  Status TouchClientKeys(const std::vector<ClientKeyUse>& uses) override {
+    if (uses.empty()) return Status::Ok();
+    return Run<Status>("touch client keys", [&]() -> Status {
+      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*db_,
+                          "UPDATE client_keys SET last_used_at = ?2 WHERE id = ?1 AND "
+                          "(last_used_at IS NULL OR last_used_at < ?2)");
+      for (const ClientKeyUse& use : uses) {
+        s.reset();
+        s.bind(1, use.key_id);
+        s.bind(2, ToUnixMillis(use.used_at));
+        s.exec();
+      }
+      txn.commit();
+      return Status::Ok();
     });
   }
 
@@ -876,6 +1015,7 @@ Status Migrate(SQLite::Database& db) {
     if (current > kLatestSchemaVersion) return NewerSchemaError(current);
     if (current >= m.version) continue;  // the read-only txn rolls back
     db.exec(m.sql);
+    if (m.then != nullptr) m.then(db);
     // A PRAGMA takes no bound parameters; the version is a constant of this file.
     db.exec("PRAGMA user_version = " + std::to_string(m.version));
     txn.commit();
@@ -925,3 +1065,5 @@ Result<std::unique_ptr<Storage>> OpenSqliteStorage(const SqliteStorageOptions& o
 #undef SWITCHBOARD_SQLITE_BACKEND_COLUMNS
 #undef SWITCHBOARD_SQLITE_EVENT_COLUMNS
 #undef SWITCHBOARD_SQLITE_USAGE_COLUMNS
+#undef SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+#undef SWITCHBOARD_SQLITE_STATS_COLUMNS
