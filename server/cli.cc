@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "switchboard/postgres_storage.h"
+
 namespace switchboard::server {
 
 namespace {
@@ -40,6 +42,7 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
     db_given = true;
   }
   if (auto keys = env("SWITCHBOARD_CLIENT_KEYS"); keys) o.client_keys = SplitKeys(*keys);
+  if (auto store = env("SWITCHBOARD_STORE"); store && !store->empty()) o.store_url = *store;
 
   for (size_t i = first; i < args.size(); ++i) {
     std::string flag = args[i];
@@ -71,6 +74,7 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
     if (flag == "--master-key-file") target = &o.master_key_file;
     if (flag == "--import") target = &o.import_file;
     if (flag == "--admin-token-file") target = &o.admin_token_file;
+    if (flag == "--store") target = &o.store_url;
     if (target != nullptr || flag == "--drain-seconds") {
       std::optional<std::string> v = value();
       if (!v) return UsageError(flag + " needs a value");
@@ -93,6 +97,9 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
   }
   if (Result<ListenAddress> listen = ParseListenAddress(o.listen); !listen.ok()) {
     return UsageError("--listen " + listen.status().message());
+  }
+  if (!o.store_url.empty() && !IsPostgresUrl(o.store_url)) {
+    return UsageError("--store must be a postgres:// or postgresql:// URL");
   }
   if (o.demo && !db_given) o.db_path.clear();  // a temporary store (see ServerOptions)
   return cli;
@@ -146,6 +153,8 @@ std::string ServeHelpText() {
          "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080;\n"
          "                          port 0 picks a free one)          [$SWITCHBOARD_LISTEN]\n"
          "  --db PATH               SQLite database (default switchboard.db)  [$SWITCHBOARD_DB]\n"
+         "  --store URL             PostgreSQL store instead of --db, shared by instances:\n"
+         "                          postgres://USER[:PASSWORD]@HOST:PORT/DB  [$SWITCHBOARD_STORE]\n"
          "  --master-key-file PATH  master key file (default: PATH.key beside the database;\n"
          "                          created with mode 0600 when missing)\n"
          "  --import FILE           create or update backends (by name) from a JSON array\n"

@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "http_util.h"
 #include "import.h"
+#include "switchboard/postgres_storage.h"
 
 namespace switchboard::server {
 
@@ -147,6 +148,7 @@ std::string Server::url() const { return "http://" + FormatHostPort(host_, port_
 int64_t Server::BodyLimit() const { return router_->snapshot()->config().body_limit_bytes; }
 
 Status Server::OpenStore() {
+  if (!options_.store_url.empty()) return OpenPostgresStore();
   db_path_ = options_.db_path;
   if (db_path_.empty() && options_.demo) {
     temp_dir_ = MakeTempDir();
@@ -181,6 +183,37 @@ Status Server::OpenStore() {
   if (!storage.ok()) {
     return Status(storage.status().code(),
                   "database " + db_path_ + ": " + storage.status().message());
+  }
+  storage_ = *std::move(storage);
+  return Status::Ok();
+}
+
+// A PostgreSQL store is shared by every instance, so nothing is kept beside
+// it: the master key must be given (a generated one would differ per
+// instance), and a generated admin token lives only in this process.
+Status Server::OpenPostgresStore() {
+  const bool env_set =
+      !options_.master_key_env.empty() && std::getenv(options_.master_key_env.c_str()) != nullptr;
+  if (!env_set && options_.master_key_file.empty()) {
+    return FailedPreconditionError("with a PostgreSQL store, give the master key in $" +
+                                   options_.master_key_env +
+                                   " or --master-key-file (every instance needs the same key)");
+  }
+  MasterKeyOptions key_options;
+  key_options.env_var = options_.master_key_env;
+  key_options.key_file = options_.master_key_file;
+  key_options.create_if_missing = true;
+  Result<MasterKey> key = LoadMasterKey(key_options);
+  if (!key.ok()) return Status(key.status().code(), "master key: " + key.status().message());
+  Result<std::unique_ptr<KeyCipher>> cipher = KeyCipher::Create(*std::move(key));
+  if (!cipher.ok()) return cipher.status();
+  cipher_ = *std::move(cipher);
+
+  db_path_ = RedactPostgresUrl(options_.store_url);  // what db_path() shows
+  Result<std::unique_ptr<Storage>> storage = OpenPostgresStorage({.url = options_.store_url});
+  if (!storage.ok()) {
+    return Status(storage.status().code(), "store " + RedactPostgresUrl(options_.store_url) +
+                                               ": " + storage.status().message());
   }
   storage_ = *std::move(storage);
   return Status::Ok();
@@ -232,7 +265,9 @@ Status Server::Start() {
   AdminAuthOptions auth_options;
   auth_options.env_var = options_.admin_token_env;
   auth_options.token_file = options_.admin_token_file;
-  if (db_path_ != ":memory:") auth_options.hash_file = db_path_ + ".admin-token.sha256";
+  if (db_path_ != ":memory:" && options_.store_url.empty()) {
+    auth_options.hash_file = db_path_ + ".admin-token.sha256";
+  }
   Result<AdminAuth> auth = AdminAuth::Load(auth_options);
   if (!auth.ok()) return auth.status();
   admin_auth_.emplace(std::move(*auth));

@@ -47,6 +47,10 @@ struct ServerOptions {
   // "switchboard.db", or with `demo` a fresh temporary directory that is
   // removed when the server is destroyed.
   std::string db_path = "switchboard.db";
+  // A PostgreSQL URL ("postgres://user:pw@host:5432/db"); when set, the
+  // store instead of db_path. The master key must then come from
+  // $master_key_env or master_key_file (every instance needs the same key).
+  std::string store_url;
   // The master key file; empty means beside the database, "<db_path>.key"
   // (with an in-memory store and no $master_key_env: a key that dies with
   // the process).
@@ -122,6 +126,7 @@ class Server {
 
  private:
   Status OpenStore();
+  Status OpenPostgresStore();
   void RegisterRoutes();
   void HandleProxy(const httplib::Request& req, httplib::Response& res,
                    const httplib::ContentReader& reader, Api api, const std::string& endpoint);

@@ -60,16 +60,6 @@ std::string TaggedUrl(const std::string& tag) {
   return RequireTestPostgresUrl() + "?application_name=" + tag;
 }
 
-// The password of the test server's URL ("postgresql://user:PASSWORD@...").
-std::string TestPassword() {
-  const std::string url = RequireTestPostgresUrl();
-  const size_t colon = url.find(':', url.find("://") + 3);
-  const size_t at = url.find('@');
-  REQUIRE(colon != std::string::npos);
-  REQUIRE(at != std::string::npos);
-  return url.substr(colon + 1, at - colon - 1);
-}
-
 // A 127.0.0.1 port nothing listens on: the test server's port + 1 is not
 // reliable, so bind one and close it.
 int ClosedPort() {
@@ -288,7 +278,7 @@ TEST_CASE("PostgresStorage answers Unavailable without the password when the ser
 TEST_CASE("PostgresStorage answers Unavailable without the password for a wrong password",
           "[postgres]") {
   std::string url = RequireTestPostgresUrl();
-  const std::string password = TestPassword();
+  const std::string password = TestPostgresPassword();
   const std::string wrong = "wrong-" + password.substr(0, 6) + "-pw";
   url.replace(url.find(password), password.size(), wrong);
   auto storage = OpenPostgresStorage({.url = url});

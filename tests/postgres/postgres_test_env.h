@@ -41,6 +41,17 @@ inline std::string RequireTestPostgresUrl() {
   return url;
 }
 
+// The password in the test server's URL ("postgresql://user:PASSWORD@...").
+inline std::string TestPostgresPassword() {
+  const std::string url = RequireTestPostgresUrl();
+  const size_t colon = url.find(':', url.find("://") + 3);
+  const size_t at = url.find('@');
+  REQUIRE(colon != std::string::npos);
+  REQUIRE(at != std::string::npos);
+  REQUIRE(colon < at);
+  return url.substr(colon + 1, at - colon - 1);
+}
+
 // A schema name no other test (or test process) uses.
 inline std::string FreshSchemaName() {
   static std::atomic<int> counter{0};
