@@ -17,6 +17,9 @@ fi
 # The dashboard's browser test (tests/browser, ctest browser.dashboard) drives
 # Debian's headless Chromium; no browser is ever downloaded.
 packages+=(chromium)
+# The PostgreSQL store (libpq) and the throwaway server its tests start
+# (tests/postgres, ctest postgres.*).
+packages+=(libpq-dev postgresql)
 
 missing=()
 for p in "${packages[@]}"; do
