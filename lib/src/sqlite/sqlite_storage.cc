@@ -576,8 +576,15 @@ void BackfillUsageRollups(SQLite::Database& db) {
 class SqliteStorage final : public Storage {
  public:
   // REQUIRES: `db` is open and migrated to kLatestSchemaVersion.
-  explicit SqliteStorage(std::unique_ptr<SQLite::Database> db)
-      : db_(std::move(db)), insert_event_(*db_, kInsertEvent), insert_usage_(*db_, kInsertUsage) {}
+  // `background` (may be null: then `db` serves both) is a second connection
+  // to the same file for the batched writes of the StorageWriter.
+  SqliteStorage(std::unique_ptr<SQLite::Database> db, std::unique_ptr<SQLite::Database> background)
+      : db_(std::move(db)),
+        bg_owned_(std::move(background)),
+        bg_(bg_owned_ ? bg_owned_.get() : db_.get()),
+        bg_mu_(bg_owned_ ? &own_bg_mu_ : &mu_),
+        insert_event_(*bg_, kInsertEvent),
+        insert_usage_(*bg_, kInsertUsage) {}
 
   Status CreateBackend(const Backend& backend) override {
     return Run<Status>("create backend", [&]() -> Status {
@@ -670,9 +677,9 @@ class SqliteStorage final : public Storage {
 
   Status UpdateBackendStates(const std::vector<BackendState>& states) override {
     if (states.empty()) return Status::Ok();
-    return Run<Status>("update backend states", [&]() -> Status {
-      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-      SQLite::Statement s(*db_,
+    return RunBackground<Status>("update backend states", [&]() -> Status {
+      SQLite::Transaction txn(*bg_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*bg_,
                           "UPDATE backends SET status = ?2, cooldown_until = ?3, "
                           "consecutive_429_count = ?4, consecutive_failures = ?5, "
                           "last_error = ?6 WHERE id = ?1");
@@ -715,8 +722,8 @@ class SqliteStorage final : public Storage {
 
   Status AppendCooldownEvents(const std::vector<CooldownEvent>& events) override {
     if (events.empty()) return Status::Ok();
-    return Run<Status>("append cooldown events", [&]() -> Status {
-      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    return RunBackground<Status>("append cooldown events", [&]() -> Status {
+      SQLite::Transaction txn(*bg_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement& s = insert_event_;
       for (const CooldownEvent& e : events) {
         s.tryReset();  // may report the failure of a previous call; the bindings are redone
@@ -756,8 +763,8 @@ class SqliteStorage final : public Storage {
   Status AppendUsage(const std::vector<UsageRecord>& records) override {
     if (records.empty()) return Status::Ok();
     const auto cells = internal::RollUp(records);  // before the lock: it parses traces
-    return Run<Status>("append usage", [&]() -> Status {
-      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
+    return RunBackground<Status>("append usage", [&]() -> Status {
+      SQLite::Transaction txn(*bg_, SQLite::TransactionBehavior::IMMEDIATE);
       SQLite::Statement& s = insert_usage_;
       for (const UsageRecord& r : records) {
         s.tryReset();  // may report the failure of a previous call; the bindings are redone
@@ -780,7 +787,7 @@ class SqliteStorage final : public Storage {
         s.exec();
       }
       s.tryReset();
-      MergeRollups(*db_, cells);
+      MergeRollups(*bg_, cells);
       txn.commit();
       return Status::Ok();
     });
@@ -839,22 +846,22 @@ class SqliteStorage final : public Storage {
   }
 
   Result<int64_t> DeleteUsageBefore(SystemTime cutoff) override {
-    return Run<Result<int64_t>>("delete usage", [&]() -> Result<int64_t> {
-      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-      SQLite::Statement s(*db_, "DELETE FROM usage WHERE time < ?1");
+    return RunBackground<Result<int64_t>>("delete usage", [&]() -> Result<int64_t> {
+      SQLite::Transaction txn(*bg_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*bg_, "DELETE FROM usage WHERE time < ?1");
       s.bind(1, ToUnixMillis(cutoff));
       const int64_t deleted = s.exec();
       // Rollups of the minutes wholly before the cutoff go; the minute
       // holding the cutoff is rebuilt from the records that remain in it.
       const int64_t cut_minute = internal::MinuteOf(cutoff);
       const bool partial = ToUnixMillis(cutoff) != cut_minute * 60000;
-      SQLite::Statement rollups(*db_, "DELETE FROM usage_rollup WHERE minute < ?1");
+      SQLite::Statement rollups(*bg_, "DELETE FROM usage_rollup WHERE minute < ?1");
       rollups.bind(1, partial ? cut_minute + 1 : cut_minute);
       rollups.exec();
       if (partial) {
         std::map<internal::RollupKey, internal::UsageRollup> cells;
-        RollUpRows(*db_, cut_minute * 60000, (cut_minute + 1) * 60000, &cells);
-        MergeRollups(*db_, cells);
+        RollUpRows(*bg_, cut_minute * 60000, (cut_minute + 1) * 60000, &cells);
+        MergeRollups(*bg_, cells);
       }
       txn.commit();
       return deleted;
@@ -934,9 +941,9 @@ class SqliteStorage final : public Storage {
 
   Status TouchClientKeys(const std::vector<ClientKeyUse>& uses) override {
     if (uses.empty()) return Status::Ok();
-    return Run<Status>("touch client keys", [&]() -> Status {
-      SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::IMMEDIATE);
-      SQLite::Statement s(*db_,
+    return RunBackground<Status>("touch client keys", [&]() -> Status {
+      SQLite::Transaction txn(*bg_, SQLite::TransactionBehavior::IMMEDIATE);
+      SQLite::Statement s(*bg_,
                           "UPDATE client_keys SET last_used_at = ?2 WHERE id = ?1 AND "
                           "(last_used_at IS NULL OR last_used_at < ?2)");
       for (const ClientKeyUse& use : uses) {
@@ -990,11 +997,31 @@ class SqliteStorage final : public Storage {
     }
   }
 
+  // RunBackground(): Run() on the background connection. The StorageWriter's
+  // batches wait out another process's lock (busy_timeout) on their own
+  // connection, so an admin request is never queued behind them: it waits
+  // at most its own busy timeout.
+  template <typename R, typename F>
+  R RunBackground(std::string_view what, F&& body) {
+    std::lock_guard<std::mutex> lock(*bg_mu_);
+    try {
+      return body();
+    } catch (const SQLite::Exception& e) {
+      return StatusFromSqlite(what, e);
+    } catch (const std::exception& e) {
+      return InternalError("sqlite: " + std::string(what) + ": " + e.what());
+    }
+  }
+
   std::mutex mu_;
-  // Declared before the statements that borrow it, so it is closed last.
-  std::unique_ptr<SQLite::Database> db_;  // guarded by mu_
-  SQLite::Statement insert_event_;        // guarded by mu_
-  SQLite::Statement insert_usage_;        // guarded by mu_
+  std::mutex own_bg_mu_;
+  // Declared before the statements that borrow them, so they are closed last.
+  std::unique_ptr<SQLite::Database> db_;        // guarded by mu_
+  std::unique_ptr<SQLite::Database> bg_owned_;  // guarded by own_bg_mu_
+  SQLite::Database* const bg_;                  // guarded by *bg_mu_
+  std::mutex* const bg_mu_;
+  SQLite::Statement insert_event_;  // guarded by *bg_mu_
+  SQLite::Statement insert_usage_;  // guarded by *bg_mu_
 };
 
 int ReadUserVersion(SQLite::Database& db) { return db.execAndGet("PRAGMA user_version").getInt(); }
@@ -1049,7 +1076,17 @@ Result<std::unique_ptr<Storage>> OpenSqliteStorage(const SqliteStorageOptions& o
     db->exec("PRAGMA synchronous = FULL");
     db->exec("PRAGMA foreign_keys = ON");
     if (version < kLatestSchemaVersion) SWITCHBOARD_RETURN_IF_ERROR(Migrate(*db));
-    return std::unique_ptr<Storage>(std::make_unique<SqliteStorage>(std::move(db)));
+    // A second connection for the background writer (an in-memory database
+    // exists once per connection, so it keeps one).
+    std::unique_ptr<SQLite::Database> background;
+    if (options.path != ":memory:") {
+      background = std::make_unique<SQLite::Database>(options.path, SQLite::OPEN_READWRITE,
+                                                      std::max(options.busy_timeout_ms, 0));
+      background->exec("PRAGMA synchronous = FULL");
+      background->exec("PRAGMA foreign_keys = ON");
+    }
+    return std::unique_ptr<Storage>(
+        std::make_unique<SqliteStorage>(std::move(db), std::move(background)));
   } catch (const SQLite::Exception& e) {
     if ((e.getErrorCode() & 0xff) == SQLITE_NOTADB) {
       return FailedPreconditionError("sqlite: " + what + ": not a database: " + e.what());
