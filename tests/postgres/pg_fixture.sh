@@ -5,6 +5,8 @@
 #   pg_fixture.sh start STATE_DIR   # initdb + start on 127.0.0.1:<free port>;
 #                                   # writes STATE_DIR/url (with the password)
 #   pg_fixture.sh stop STATE_DIR    # stops it and removes its data
+#   pg_fixture.sh halt STATE_DIR    # stops it, keeping its data and port
+#   pg_fixture.sh resume STATE_DIR  # starts a halted server again, same port
 #
 # The cluster lives in a fresh directory under ${TMPDIR:-/tmp} (the socket
 # too), listens on 127.0.0.1 only, and requires a password over TCP
@@ -12,8 +14,9 @@
 # run as root: as root, the server commands run as the "postgres" user.
 set -euo pipefail
 
-action=${1:?usage: pg_fixture.sh start|stop STATE_DIR}
-state=${2:?usage: pg_fixture.sh start|stop STATE_DIR}
+usage="usage: pg_fixture.sh start|stop|halt|resume STATE_DIR"
+action=${1:?$usage}
+state=${2:?$usage}
 bindir=${SWITCHBOARD_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 
 as_server=()
@@ -36,7 +39,26 @@ stop() {
   case "$dir" in
     */switchboard-pg.*) rm -rf "$dir" ;;
   esac
-  rm -f "$state/tmpdir" "$state/url"
+  rm -f "$state/tmpdir" "$state/url" "$state/port"
+}
+
+# Starts the cluster in $1 on port $2; false if it did not come up.
+run_server() {
+  "${as_server[@]}" "$bindir/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $2 -k $1 -c fsync=off -c max_connections=300" \
+    start >/dev/null
+}
+
+halt() {
+  local dir
+  dir=$(cat "$state/tmpdir")
+  "${as_server[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null
+}
+
+resume() {
+  local dir
+  dir=$(cat "$state/tmpdir")
+  run_server "$dir" "$(cat "$state/port")" || { cat "$dir/server.log" >&2; exit 1; }
 }
 
 free_port() {
@@ -73,9 +95,8 @@ start() {
   local attempt
   for attempt in 1 2 3 4 5; do
     port=$(free_port)
-    if "${as_server[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=300" \
-      start >/dev/null; then
+    if run_server "$dir" "$port"; then
+      echo "$port" >"$state/port"
       printf 'postgresql://switchboard:%s@127.0.0.1:%s/postgres\n' "$password" "$port" \
         >"$state/url.tmp"
       chmod 600 "$state/url.tmp"
@@ -92,5 +113,7 @@ start() {
 case "$action" in
   start) start ;;
   stop) stop ;;
+  halt) halt ;;
+  resume) resume ;;
   *) echo "pg_fixture: unknown action $action" >&2; exit 2 ;;
 esac

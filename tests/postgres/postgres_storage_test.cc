@@ -9,6 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -240,6 +243,61 @@ TEST_CASE("PostgresStorage reconnects by itself after its connections are cut", 
     CHECK(got.ok());
   }
   CHECK(store->AppendUsage({MakeUsage(MakeBackend("survivor"), TestEpoch())}).ok());
+}
+
+// A server of the test's own (restarting the shared one would disturb the
+// tests running beside this one), driven by pg_fixture.sh.
+class PrivateServer {
+ public:
+  PrivateServer() {
+    std::string templ = "/tmp/switchboard-pg-state-XXXXXX";
+    REQUIRE(::mkdtemp(templ.data()) != nullptr);
+    state_ = templ;
+    REQUIRE(Run("start"));
+    std::ifstream in(state_ + "/url");
+    REQUIRE(std::getline(in, url_));
+  }
+  ~PrivateServer() {
+    (void)Run("stop");
+    std::error_code ec;
+    std::filesystem::remove_all(state_, ec);
+  }
+  PrivateServer(const PrivateServer&) = delete;
+  PrivateServer& operator=(const PrivateServer&) = delete;
+
+  const std::string& url() const { return url_; }
+  // "halt" stops the server keeping its data; "resume" starts it again on
+  // the same port.
+  bool Run(const std::string& action) {
+    const std::string command = std::string("'") + SWITCHBOARD_PG_FIXTURE + "' " + action + " '" +
+                                state_ + "' >/dev/null";
+    return std::system(command.c_str()) == 0;
+  }
+
+ private:
+  std::string state_;
+  std::string url_;
+};
+
+TEST_CASE("PostgresStorage answers Unavailable while the server is down and reconnects after",
+          "[postgres]") {
+  PrivateServer server;
+  auto store = Open(FreshSchemaName(), 2, server.url());
+  REQUIRE(store->CreateBackend(MakeBackend("before")).ok());
+
+  REQUIRE(server.Run("halt"));
+  const Status down = store->CreateBackend(MakeBackend("during"));
+  CHECK(down.code() == StatusCode::kUnavailable);
+  const std::string password = server.url().substr(server.url().find(':', 14) + 1, 32);
+  CHECK_THAT(down.message(), !Catch::Contains(password));
+
+  REQUIRE(server.Run("resume"));
+  auto before = store->GetBackendByName("before");
+  INFO(before.status().ToString());
+  CHECK(before.ok());
+  CHECK(store->CreateBackend(MakeBackend("after")).ok());
+  CHECK(store->GetBackendByName("during").status().code() == StatusCode::kNotFound);
+  CHECK(store->ListBackends({})->size() == 2);
 }
 
 TEST_CASE("PostgresStorage opens no more connections than its pool allows", "[postgres]") {
