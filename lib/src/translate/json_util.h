@@ -40,6 +40,13 @@ inline std::optional<int64_t> Int64Of(const rapidjson::Value* v) {
   return std::nullopt;
 }
 
+// a + b, saturated: token counts come from upstream JSON and may be anything.
+inline int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t sum = 0;
+  if (__builtin_add_overflow(a, b, &sum)) return b > 0 ? INT64_MAX : INT64_MIN;
+  return sum;
+}
+
 inline void WriteString(JsonWriter& w, std::string_view s) {
   w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
 }

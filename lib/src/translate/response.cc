@@ -119,7 +119,7 @@ Result<std::string> AnthropicToOpenAIChatResponse(std::string_view body, int64_t
   w.Key("completion_tokens");
   w.Int64(output);
   w.Key("total_tokens");
-  w.Int64(input + output);
+  w.Int64(SaturatingAdd(input, output));
   w.EndObject();
   w.EndObject();
   return std::string(buffer.GetString(), buffer.GetSize());

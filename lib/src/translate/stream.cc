@@ -1,5 +1,6 @@
 // Stream translation: one upstream SSE event in, zero or more client SSE
 // events out, never holding more than the current content block's identity.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -123,7 +124,7 @@ class AnthropicToOpenAIStream final : public StreamTranslator {
         w.Key("completion_tokens");
         w.Int64(output_tokens_);
         w.Key("total_tokens");
-        w.Int64(input_tokens_ + output_tokens_);
+        w.Int64(SaturatingAdd(input_tokens_, output_tokens_));
         w.EndObject();
         w.EndObject();
         out->append(buffer.GetString(), buffer.GetSize());
@@ -261,7 +262,8 @@ class OpenAIToAnthropicStream final : public StreamTranslator {
     }
     if (const Value* calls = Member(delta, "tool_calls"); calls != nullptr && calls->IsArray()) {
       for (const Value& call : calls->GetArray()) {
-        const int64_t tool = Int64Of(Member(call, "index")).value_or(0);
+        // A negative index would read as "text block" below.
+        const int64_t tool = std::max<int64_t>(0, Int64Of(Member(call, "index")).value_or(0));
         if (!open_ || open_tool_ != tool) OpenBlock(out, tool, &call);
         const std::string_view arguments = StringOf(Member(Member(call, "function"), "arguments"));
         if (arguments.empty()) continue;
