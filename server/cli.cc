@@ -105,6 +105,47 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
   return cli;
 }
 
+Cli ParseRotate(const std::vector<std::string>& args, size_t first, const EnvLookup& env) {
+  Cli cli;
+  cli.action = Cli::Action::kRotateMasterKey;
+  RotateOptions& o = cli.rotate;
+  if (auto db = env("SWITCHBOARD_DB"); db && !db->empty()) o.db_path = *db;
+  if (auto store = env("SWITCHBOARD_STORE"); store && !store->empty()) o.store_url = *store;
+  for (size_t i = first; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::optional<std::string> inline_value;
+    if (flag.rfind("--", 0) == 0) {
+      if (const size_t eq = flag.find('='); eq != std::string::npos) {
+        inline_value = flag.substr(eq + 1);
+        flag.resize(eq);
+      }
+    }
+    if (flag == "--help" || flag == "-h") {
+      cli.action = Cli::Action::kRotateMasterKeyHelp;
+      return cli;
+    }
+    std::string* target = nullptr;
+    if (flag == "--db") target = &o.db_path;
+    if (flag == "--store") target = &o.store_url;
+    if (flag == "--master-key-file") target = &o.master_key_file;
+    if (flag == "--new-master-key-file") target = &o.new_master_key_file;
+    if (target == nullptr) {
+      if (flag.rfind("-", 0) == 0) return UsageError("unknown flag " + flag);
+      return UsageError("unexpected argument " + flag);
+    }
+    std::optional<std::string> v = inline_value;
+    if (!v && i + 1 < args.size()) v = args[++i];
+    if (!v) return UsageError(flag + " needs a value");
+    if (v->empty()) return UsageError(flag + " must not be empty");
+    *target = *v;
+  }
+  if (o.new_master_key_file.empty()) return UsageError("--new-master-key-file is required");
+  if (!o.store_url.empty() && !IsPostgresUrl(o.store_url)) {
+    return UsageError("--store must be a postgres:// or postgresql:// URL");
+  }
+  return cli;
+}
+
 }  // namespace
 
 std::optional<std::string> GetEnv(const std::string& name) {
@@ -127,6 +168,7 @@ Cli ParseCommandLine(const std::vector<std::string>& args, const EnvLookup& env)
     return cli;
   }
   if (first == "serve") return ParseServe(args, 1, env);
+  if (first == "rotate-master-key") return ParseRotate(args, 1, env);
   if (first.rfind("-", 0) == 0) return UsageError("unknown flag " + first);
   return UsageError("unknown command " + first);
 }
@@ -136,6 +178,8 @@ std::string HelpText() {
          "\n"
          "Usage:\n"
          "  switchboard serve [flags]    run the gateway (see: switchboard serve --help)\n"
+         "  switchboard rotate-master-key --new-master-key-file PATH [flags]\n"
+         "                               re-encrypt the stored API keys under a new master key\n"
          "  switchboard --version        print the version\n"
          "  switchboard --help           print this help\n"
          "\n"
@@ -172,6 +216,25 @@ std::string ServeHelpText() {
          "                           once, and only its hash kept (PATH.admin-token.sha256)\n"
          "  SWITCHBOARD_CLIENT_KEYS  comma-separated keys clients must send, as\n"
          "                           'Authorization: Bearer KEY' or 'x-api-key: KEY'\n";
+}
+
+std::string RotateHelpText() {
+  return "Usage: switchboard rotate-master-key --new-master-key-file PATH [flags]\n"
+         "\n"
+         "Re-encrypts every stored API key under a new master key, in one transaction:\n"
+         "after a crash every key is under the old key or every key under the new one,\n"
+         "and running the command again finishes the job. Stop the server first; start it\n"
+         "again with --master-key-file PATH (or the new key in $SWITCHBOARD_MASTER_KEY).\n"
+         "\n"
+         "Flags:\n"
+         "  --new-master-key-file PATH  the new key: read when the file exists, else a new\n"
+         "                              one is generated there (mode 0600) before the store\n"
+         "                              is touched\n"
+         "  --db PATH                   SQLite database (default switchboard.db)  [$SWITCHBOARD_DB]\n"
+         "  --store URL                 PostgreSQL store instead of --db  [$SWITCHBOARD_STORE]\n"
+         "  --master-key-file PATH      the current key file (default: PATH.key beside the\n"
+         "                              database); $SWITCHBOARD_MASTER_KEY overrides it\n"
+         "  -h, --help                  print this help\n";
 }
 
 std::string VersionText() { return std::string("switchboard ") + SWITCHBOARD_VERSION; }

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rotate.h"
 #include "server.h"
 #include "switchboard/status.h"
 
@@ -25,9 +26,12 @@ struct Cli {
     kServeHelp,   // print ServeHelpText(), exit 0
     kVersion,     // print VersionText(), exit 0
     kUsageError,  // print `error` and a hint to stderr, exit 2
+    kRotateMasterKey,      // run RotateMasterKeyCommand(rotate)
+    kRotateMasterKeyHelp,  // print RotateHelpText(), exit 0
   };
   Action action = Action::kUsageError;
   ServerOptions options;
+  RotateOptions rotate;
   std::string error;
 };
 
@@ -40,7 +44,9 @@ std::optional<std::string> GetEnv(const std::string& name);
 // Parses the arguments after the program name:
 //   switchboard serve [--listen HOST:PORT] [--db PATH] [--master-key-file PATH] [--admin-token-file PATH]
 //                     [--import FILE] [--demo] [--drain-seconds N]
-//   switchboard --version | --help | serve --help
+//   switchboard rotate-master-key --new-master-key-file PATH [--db PATH | --store URL]
+//                                 [--master-key-file PATH]
+//   switchboard --version | --help | serve --help | rotate-master-key --help
 // Flags take "--flag VALUE" or "--flag=VALUE". SWITCHBOARD_LISTEN and
 // SWITCHBOARD_DB are the defaults of --listen and --db; SWITCHBOARD_CLIENT_KEYS
 // (comma-separated) sets the client keys. With --demo and neither --db nor
@@ -49,6 +55,7 @@ Cli ParseCommandLine(const std::vector<std::string>& args, const EnvLookup& env)
 
 std::string HelpText();
 std::string ServeHelpText();
+std::string RotateHelpText();
 std::string VersionText();  // "switchboard 0.1.0"
 
 struct ListenAddress {

@@ -38,9 +38,27 @@ int main(int argc, char** argv) {
       return 0;
     case sbs::Cli::Action::kUsageError:
       std::fprintf(stderr, "switchboard: %s\n\n%s", cli.error.c_str(),
-                   args.empty() || args[0] != "serve" ? sbs::HelpText().c_str()
-                                                      : sbs::ServeHelpText().c_str());
+                   args.empty()                       ? sbs::HelpText().c_str()
+                   : args[0] == "serve"               ? sbs::ServeHelpText().c_str()
+                   : args[0] == "rotate-master-key"   ? sbs::RotateHelpText().c_str()
+                                                      : sbs::HelpText().c_str());
       return 2;
+    case sbs::Cli::Action::kRotateMasterKeyHelp:
+      std::fputs(sbs::RotateHelpText().c_str(), stdout);
+      return 0;
+    case sbs::Cli::Action::kRotateMasterKey: {
+      switchboard::Result<sbs::RotateSummary> done = sbs::RotateMasterKeyCommand(cli.rotate);
+      if (!done.ok()) {
+        std::fprintf(stderr, "switchboard: rotate-master-key: %s\n",
+                     done.status().message().c_str());
+        return 1;
+      }
+      std::printf("switchboard: %d API key(s) now under master key %s%s; start the server with "
+                  "--master-key-file %s\n",
+                  done->keys, done->new_key_id.c_str(),
+                  done->generated ? " (generated)" : "", cli.rotate.new_master_key_file.c_str());
+      return 0;
+    }
     case sbs::Cli::Action::kServe:
       break;
   }

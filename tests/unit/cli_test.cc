@@ -144,3 +144,31 @@ TEST_CASE("ParseListenAddress reads hosts, IPv6 in brackets and ports", "[cli]")
   CHECK(switchboard::server::FormatHostPort("::1", 9) == "[::1]:9");
   CHECK(switchboard::server::FormatHostPort("127.0.0.1", 0) == "127.0.0.1:0");
 }
+
+TEST_CASE("rotate-master-key reads its flags and needs the new key file", "[cli]") {
+  Cli cli = ParseCommandLine({"rotate-master-key", "--db", "x.db", "--master-key-file", "old.key",
+                              "--new-master-key-file=new.key"},
+                             Env());
+  REQUIRE(cli.action == Cli::Action::kRotateMasterKey);
+  CHECK(cli.rotate.db_path == "x.db");
+  CHECK(cli.rotate.master_key_file == "old.key");
+  CHECK(cli.rotate.new_master_key_file == "new.key");
+
+  Cli from_env = ParseCommandLine({"rotate-master-key", "--new-master-key-file", "n.key"},
+                                  Env({{"SWITCHBOARD_DB", "env.db"}}));
+  REQUIRE(from_env.action == Cli::Action::kRotateMasterKey);
+  CHECK(from_env.rotate.db_path == "env.db");
+
+  CHECK(ParseCommandLine({"rotate-master-key", "--db", "x.db"}, Env()).action ==
+        Cli::Action::kUsageError);
+  CHECK(ParseCommandLine({"rotate-master-key", "--new-master-key-file"}, Env()).action ==
+        Cli::Action::kUsageError);
+  CHECK(ParseCommandLine({"rotate-master-key", "--new-master-key-file", "n", "--listen", "x"},
+                         Env())
+            .action == Cli::Action::kUsageError);
+  CHECK(ParseCommandLine({"rotate-master-key", "--new-master-key-file", "n", "--store", "mysql://x"},
+                         Env())
+            .action == Cli::Action::kUsageError);
+  CHECK(ParseCommandLine({"rotate-master-key", "--help"}, Env()).action ==
+        Cli::Action::kRotateMasterKeyHelp);
+}
