@@ -5,8 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "cli.h"
 #include "harness.h"
 #include "postgres_test_env.h"
+#include "server.h"
 #include "switchboard/postgres_storage.h"
 
 namespace switchboard::testing {
@@ -109,6 +111,41 @@ TEST_CASE("The server reports an unreachable PostgreSQL store without its passwo
   INFO(output);
   CHECK(output.find("pg-secret-pw") == std::string::npos);
   CHECK(output.find("postgres://switchboard:***@127.0.0.1:1/switchboard") != std::string::npos);
+}
+
+TEST_CASE("serve takes the PostgreSQL store from --store or SWITCHBOARD_STORE, and only that",
+          "[postgres][cli]") {
+  auto no_env = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  auto store_env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "SWITCHBOARD_STORE") return "postgresql://sb@db/env";
+    return std::nullopt;
+  };
+  using server::Cli;
+  Cli flag = server::ParseCommandLine({"serve", "--store", "postgres://sb@db/x"}, no_env);
+  REQUIRE(flag.action == Cli::Action::kServe);
+  CHECK(flag.options.store_url == "postgres://sb@db/x");
+  Cli env = server::ParseCommandLine({"serve"}, store_env);
+  REQUIRE(env.action == Cli::Action::kServe);
+  CHECK(env.options.store_url == "postgresql://sb@db/env");
+  Cli both = server::ParseCommandLine({"serve", "--store=postgres://sb@db/flag"}, store_env);
+  CHECK(both.options.store_url == "postgres://sb@db/flag");
+  Cli wrong = server::ParseCommandLine({"serve", "--store", "mysql://sb@db/x"}, no_env);
+  CHECK(wrong.action == Cli::Action::kUsageError);
+  CHECK_THAT(wrong.error, Catch::Contains("postgres://"));
+  CHECK(server::ServeHelpText().find("--store URL") != std::string::npos);
+}
+
+TEST_CASE("The server refuses a PostgreSQL store when no master key is given",
+          "[postgres][integration]") {
+  server::ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.store_url = SchemaUrl(FreshSchemaName());
+  options.master_key_env = "SWITCHBOARD_TEST_UNSET_MASTER_KEY";
+  server::Server server(options);
+  const Status s = server.Start();
+  CHECK(s.code() == StatusCode::kFailedPrecondition);
+  CHECK_THAT(s.message(), Catch::Contains("master key"));
+  CHECK_THAT(s.message(), !Catch::Contains(TestPostgresPassword()));
 }
 
 }  // namespace
