@@ -156,6 +156,22 @@ std::vector<AdminRoute> AdminApi::Routes() {
         if (!config.ok()) return SendStatus(res, config.status());
         SendJson(res, 200, ConfigToJson(*config));
       });
+  add("GET", "/admin/keys", "/admin/keys", [&a](const Request&, Response& res, const std::string&) {
+    auto keys = a.ListClientKeys();
+    if (!keys.ok()) return SendStatus(res, keys.status());
+    SendJson(res, 200, ClientKeyListToJson(*keys));
+  });
+  add("POST", "/admin/keys", "/admin/keys",
+      [&a]([[maybe_unused]] const Request& req, Response& res, const std::string& body) {
+        auto created = a.CreateClientKey(body);
+        if (!created.ok()) return SendStatus(res, created.status());
+        SendJson(res, 201, CreatedClientKeyToJson(*created));
+      });
+  add("DELETE", R"(/admin/keys/([^/]+))", "/admin/keys/key_x",
+      [&a](const Request& req, Response& res, [[maybe_unused]] const std::string& body) {
+        if (Status s = a.RevokeClientKey(req.matches[1]); !s.ok()) return SendStatus(res, s);
+        res.status = 204;
+      });
   return routes;
 }
 

@@ -306,7 +306,10 @@ Status Server::Start() {
 }
 
 bool Server::Authorized(const Request& req) const {
-  if (client_key_hashes_.empty()) return true;
+  // Keys created through the admin API: an immutable snapshot, swapped as a
+  // whole when one is created or revoked, so this never reads the store.
+  const std::shared_ptr<const ClientKeySet> api_keys = admin_->client_keys();
+  if (client_key_hashes_.empty() && !api_keys->required()) return true;
   std::vector<std::string> presented;
   if (std::string token = BearerToken(req); !token.empty()) presented.push_back(std::move(token));
   if (req.has_header("x-api-key")) presented.push_back(req.get_header_value("x-api-key"));
@@ -318,6 +321,11 @@ bool Server::Authorized(const Request& req) const {
     for (const auto& expected : client_key_hashes_) {
       matched |= sodium_memcmp(hash.data(), expected.data(), hash.size()) == 0 ? 1 : 0;
     }
+  }
+  if (const ClientKeySet::Entry* entry = api_keys->Match(presented); entry != nullptr) {
+    // Last use, in memory only; AdminService::FlushClientKeyUses() stores it.
+    entry->last_used_ms->store(ToUnixMillis(Clock::Real().WallNow()), std::memory_order_relaxed);
+    matched = 1;
   }
   return matched != 0;
 }
@@ -583,6 +591,7 @@ Status Server::Run() {
   if (drain.joinable()) drain.join();
   if (demo_) demo_->Stop();
   Status flushed = writer_->Flush();
+  if (Status s = admin_->FlushClientKeyUses(); !s.ok() && flushed.ok()) flushed = s;
   if (!listened && !shutdown_requested && !http_->draining()) {
     return UnavailableError("the listening socket failed");
   }
@@ -607,6 +616,10 @@ void Server::RetentionLoop() {
     if (!deleted.ok()) {
       std::fprintf(stderr, "switchboard: usage retention failed: %s\n",
                    deleted.status().ToString().c_str());
+    }
+    if (Status s = admin_->FlushClientKeyUses(); !s.ok()) {
+      std::fprintf(stderr, "switchboard: storing client key last use failed: %s\n",
+                   s.ToString().c_str());
     }
     lock.lock();
     retention_wake_.wait_for(lock, options_.retention_interval,

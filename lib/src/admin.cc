@@ -1,7 +1,13 @@
 #include "switchboard/admin.h"
 
+#include <sodium.h>
+
 #include <map>
 
+#include "rapidjson/document.h"
+#include "rapidjson/error/en.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 #include "switchboard/cooldown_manager.h"
 #include "switchboard/json.h"
 
@@ -32,7 +38,193 @@ Backend NewBackendDefaults(SystemTime now) {
   return b;
 }
 
+constexpr int kMaxKeyMetadataDepth = 32;
+
+bool DeeperThan(const rapidjson::Value& v, int limit) {
+  if (v.IsObject()) {
+    if (limit == 0) return true;
+    for (const auto& m : v.GetObject()) {
+      if (DeeperThan(m.value, limit - 1)) return true;
+    }
+  } else if (v.IsArray()) {
+    if (limit == 0) return true;
+    for (const auto& e : v.GetArray()) {
+      if (DeeperThan(e, limit - 1)) return true;
+    }
+  }
+  return false;
+}
+
+struct ClientKeyInput {
+  std::string name;
+  std::string metadata = "{}";
+};
+
+// A POST /admin/keys body: {"name": "...", "metadata": {...}}; unknown
+// fields are refused like the backend API does.
+Result<ClientKeyInput> ParseClientKeyInput(std::string_view json) {
+  if (const size_t nul = json.find('\0'); nul != std::string_view::npos) {
+    return InvalidArgumentError("request body is not valid JSON: NUL byte at offset " +
+                                std::to_string(nul));
+  }
+  rapidjson::Document doc;
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
+  if (doc.HasParseError()) {
+    return InvalidArgumentError(std::string("request body is not valid JSON: ") +
+                                rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
+                                std::to_string(doc.GetErrorOffset()));
+  }
+  if (!doc.IsObject()) return InvalidArgumentError("request body must be a JSON object");
+  ClientKeyInput in;
+  bool has_name = false;
+  for (const auto& m : doc.GetObject()) {
+    const std::string key(m.name.GetString(), m.name.GetStringLength());
+    if (key == "name") {
+      if (!m.value.IsString()) return InvalidArgumentError("must be a string", "name");
+      in.name.assign(m.value.GetString(), m.value.GetStringLength());
+      has_name = true;
+    } else if (key == "metadata") {
+      if (!m.value.IsObject()) return InvalidArgumentError("must be a JSON object", "metadata");
+      if (DeeperThan(m.value, kMaxKeyMetadataDepth)) {
+        return InvalidArgumentError("must not nest deeper than 32 levels", "metadata");
+      }
+      rapidjson::StringBuffer buf;
+      rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+      m.value.Accept(w);
+      in.metadata.assign(buf.GetString(), buf.GetSize());
+    } else {
+      return InvalidArgumentError("unknown field", key.size() <= 64 ? key : key.substr(0, 64) + "...");
+    }
+  }
+  if (!has_name) return InvalidArgumentError("is required", "name");
+  if (!IsValidBackendName(in.name)) {
+    return InvalidArgumentError("must match [A-Za-z0-9._-]{1,64}", "name");
+  }
+  return in;
+}
+
+std::string Hex(const unsigned char* bytes, size_t n) {
+  std::string out(n * 2 + 1, '\0');
+  sodium_bin2hex(out.data(), out.size(), bytes, n);
+  out.pop_back();
+  return out;
+}
+
+// `prefix` + hex of `n` random bytes.
+std::string RandomHex(std::string_view prefix, size_t n) {
+  std::vector<unsigned char> bytes(n);
+  randombytes_buf(bytes.data(), n);
+  std::string out(prefix);
+  out += Hex(bytes.data(), n);
+  sodium_memzero(bytes.data(), n);
+  return out;
+}
+
+// Parses lowercase hex into a digest; false when it is not 64 hex characters.
+bool DigestFromHex(const std::string& hex, ClientKeySet::Digest* out) {
+  size_t len = 0;
+  return hex.size() == 64 &&
+         sodium_hex2bin(out->data(), out->size(), hex.data(), hex.size(), nullptr, &len,
+                        nullptr) == 0 &&
+         len == out->size();
+}
+
+void WriteString(rapidjson::Writer<rapidjson::StringBuffer>& w, std::string_view s) {
+  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+}
+
+void WriteTimeOrNull(rapidjson::Writer<rapidjson::StringBuffer>& w,
+                     const std::optional<SystemTime>& t) {
+  if (t) {
+    WriteString(w, FormatRfc3339(*t));
+  } else {
+    w.Null();
+  }
+}
+
+void WriteClientKeyFields(rapidjson::Writer<rapidjson::StringBuffer>& w, const ClientKey& k) {
+  w.Key("id");
+  WriteString(w, k.id);
+  w.Key("name");
+  WriteString(w, k.name);
+  w.Key("hint");
+  WriteString(w, k.hint);
+  w.Key("metadata");
+  rapidjson::Document metadata;
+  metadata.Parse<rapidjson::kParseIterativeFlag>(k.metadata.data(), k.metadata.size());
+  if (metadata.HasParseError() || !metadata.IsObject() ||
+      DeeperThan(metadata, kMaxKeyMetadataDepth)) {
+    w.StartObject();
+    w.EndObject();
+  } else {
+    metadata.Accept(w);
+  }
+  w.Key("created_at");
+  WriteString(w, FormatRfc3339(k.created_at));
+  w.Key("last_used_at");
+  WriteTimeOrNull(w, k.last_used_at);
+  w.Key("revoked");
+  w.Bool(k.revoked());
+  w.Key("revoked_at");
+  WriteTimeOrNull(w, k.revoked_at);
+}
+
 }  // namespace
+
+ClientKeySet::Digest ClientKeySet::DigestOf(std::string_view key) {
+  Digest out{};
+  crypto_hash_sha256(out.data(), reinterpret_cast<const unsigned char*>(key.data()), key.size());
+  return out;
+}
+
+const ClientKeySet::Entry* ClientKeySet::Match(const std::vector<std::string>& presented) const {
+  const Entry* found = nullptr;
+  for (const std::string& key : presented) {
+    const Digest digest = DigestOf(key);
+    for (const Entry& e : entries_) {
+      // No early exit: every entry is compared, whatever matched before.
+      const bool equal = sodium_memcmp(digest.data(), e.digest.data(), digest.size()) == 0;
+      if (equal && found == nullptr) found = &e;
+    }
+  }
+  return found;
+}
+
+std::string ClientKeyToJson(const ClientKey& key) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  WriteClientKeyFields(w, key);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+std::string ClientKeyListToJson(const std::vector<ClientKey>& keys) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  w.Key("data");
+  w.StartArray();
+  for (const ClientKey& k : keys) {
+    w.StartObject();
+    WriteClientKeyFields(w, k);
+    w.EndObject();
+  }
+  w.EndArray();
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
+
+std::string CreatedClientKeyToJson(const CreatedClientKey& created) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  w.StartObject();
+  WriteClientKeyFields(w, created.key);
+  w.Key("key");
+  WriteString(w, created.secret);
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
+}
 
 int StatsBucketSeconds(int64_t window_seconds) {
   if (window_seconds <= 6 * 3600) return 60;
@@ -42,7 +234,15 @@ int StatsBucketSeconds(int64_t window_seconds) {
 
 AdminService::AdminService(Storage& storage, Router& router, const KeyCipher& cipher,
                            const Clock& clock)
-    : storage_(storage), router_(router), cipher_(cipher), clock_(clock) {}
+    : storage_(storage),
+      router_(router),
+      cipher_(cipher),
+      clock_(clock),
+      keys_(std::make_shared<const ClientKeySet>()) {
+  // A store that cannot list keys leaves the set empty; ReloadClientKeys()
+  // reports why.
+  (void)ReloadClientKeys();
+}
 
 Backend AdminService::WithLiveState(Backend b) const {
   if (auto live = router_.LiveState(b.id); live.ok()) CopyState(live->state, &b);
@@ -250,5 +450,101 @@ Status AdminService::RefreshRouter() {
 }
 
 Status AdminService::RefreshRouterLocked() { return router_.LoadFrom(storage_); }
+
+Result<CreatedClientKey> AdminService::CreateClientKey(std::string_view json) {
+  auto input = ParseClientKeyInput(json);
+  if (!input.ok()) return input.status();
+  SWITCHBOARD_RETURN_IF_ERROR(InitCrypto());
+  CreatedClientKey created;
+  created.secret = RandomHex("sbk_", 24);
+  const ClientKeySet::Digest digest = ClientKeySet::DigestOf(created.secret);
+  ClientKey& k = created.key;
+  k.id = RandomHex("key_", 12);
+  k.name = std::move(input->name);
+  k.key_hash = Hex(digest.data(), digest.size());
+  k.hint = ApiKeyHint(created.secret);
+  k.metadata = std::move(input->metadata);
+  k.created_at = clock_.WallNow();
+
+  std::lock_guard<std::mutex> lock(write_mu_);
+  SWITCHBOARD_RETURN_IF_ERROR(storage_.CreateClientKey(k));
+  SWITCHBOARD_RETURN_IF_ERROR(ReloadClientKeysLocked());
+  return created;
+}
+
+Result<std::vector<ClientKey>> AdminService::ListClientKeys() {
+  auto keys = storage_.ListClientKeys();
+  if (!keys.ok()) return keys.status();
+  const std::shared_ptr<const ClientKeySet> live = client_keys();
+  for (ClientKey& k : *keys) {
+    for (const ClientKeySet::Entry& e : live->entries()) {
+      if (e.id != k.id) continue;
+      const int64_t used = e.last_used_ms->load(std::memory_order_relaxed);
+      if (used != 0 && (!k.last_used_at || ToUnixMillis(*k.last_used_at) < used)) {
+        k.last_used_at = FromUnixMillis(used);
+      }
+    }
+  }
+  return keys;
+}
+
+Status AdminService::RevokeClientKey(const std::string& id) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  SWITCHBOARD_RETURN_IF_ERROR(storage_.RevokeClientKey(id, clock_.WallNow()));
+  return ReloadClientKeysLocked();
+}
+
+std::shared_ptr<const ClientKeySet> AdminService::client_keys() const {
+  std::lock_guard<std::mutex> lock(keys_mu_);
+  return keys_;
+}
+
+Status AdminService::ReloadClientKeys() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return ReloadClientKeysLocked();
+}
+
+Status AdminService::ReloadClientKeysLocked() {
+  auto stored = storage_.ListClientKeys();
+  if (!stored.ok()) return stored.status();
+  const std::shared_ptr<const ClientKeySet> old = client_keys();
+  std::vector<ClientKeySet::Entry> entries;
+  for (const ClientKey& k : *stored) {
+    if (k.revoked()) continue;
+    ClientKeySet::Entry e;
+    e.id = k.id;
+    if (!DigestFromHex(k.key_hash, &e.digest)) {
+      return InternalError("client key '" + k.id + "' has a malformed hash in the store");
+    }
+    // Keep the last-use stamp a request may be writing into right now.
+    for (const ClientKeySet::Entry& o : old->entries()) {
+      if (o.id == k.id) e.last_used_ms = o.last_used_ms;
+    }
+    if (!e.last_used_ms) {
+      e.last_used_ms = std::make_shared<std::atomic<int64_t>>(
+          k.last_used_at ? ToUnixMillis(*k.last_used_at) : 0);
+      flushed_uses_[k.id] = e.last_used_ms->load();
+    }
+    entries.push_back(std::move(e));
+  }
+  auto next = std::make_shared<const ClientKeySet>(std::move(entries), !stored->empty());
+  std::lock_guard<std::mutex> lock(keys_mu_);
+  keys_ = std::move(next);
+  return Status::Ok();
+}
+
+Status AdminService::FlushClientKeyUses() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  std::vector<ClientKeyUse> uses;
+  for (const ClientKeySet::Entry& e : client_keys()->entries()) {
+    const int64_t used = e.last_used_ms->load(std::memory_order_relaxed);
+    int64_t& flushed = flushed_uses_[e.id];
+    if (used > flushed) uses.push_back({e.id, FromUnixMillis(used)});
+  }
+  if (uses.empty()) return Status::Ok();
+  SWITCHBOARD_RETURN_IF_ERROR(storage_.TouchClientKeys(uses));
+  for (const ClientKeyUse& u : uses) flushed_uses_[u.key_id] = ToUnixMillis(u.used_at);
+  return Status::Ok();
+}
 
 }  // namespace switchboard

@@ -169,4 +169,111 @@ TEST_CASE("Admin API serves the dashboard without a token and without data", "[a
   CHECK(client.Get("/assets/nope.js")->status == 404);
 }
 
+// The "key" field of a POST /admin/keys answer.
+std::string SecretOf(const std::string& body) {
+  const size_t at = body.find(R"("key":")");
+  if (at == std::string::npos) return "";
+  const size_t start = at + 7;
+  return body.substr(start, body.find('"', start) - start);
+}
+
+std::string IdOf(const std::string& body) {
+  const size_t at = body.find(R"("id":")");
+  if (at == std::string::npos) return "";
+  const size_t start = at + 6;
+  return body.substr(start, body.find('"', start) - start);
+}
+
+TEST_CASE("Admin API creates a client key, shows it once, lists and revokes it",
+          "[admin_api]") {
+  RunningServer s;
+  auto client = s.Client();
+  auto created = client.Post("/admin/keys", s.Auth(), R"({"name":"ci","metadata":{"env":"test"}})",
+                             "application/json");
+  REQUIRE(created);
+  CHECK(created->status == 201);
+  const std::string secret = SecretOf(created->body);
+  const std::string id = IdOf(created->body);
+  REQUIRE(secret.rfind("sbk_", 0) == 0);
+  REQUIRE(id.rfind("key_", 0) == 0);
+
+  auto list = client.Get("/admin/keys", s.Auth());
+  REQUIRE(list);
+  CHECK(list->status == 200);
+  CHECK(list->body.find(secret) == std::string::npos);
+  CHECK(list->body.find(R"("key":)") == std::string::npos);
+  CHECK(list->body.find(R"("hint":"...)" + secret.substr(secret.size() - 4) + "\"") !=
+        std::string::npos);
+  CHECK(list->body.find(R"("revoked":false)") != std::string::npos);
+
+  auto revoked = client.Delete(("/admin/keys/" + id).c_str(), s.Auth());
+  REQUIRE(revoked);
+  CHECK(revoked->status == 204);
+  list = client.Get("/admin/keys", s.Auth());
+  REQUIRE(list);
+  CHECK(list->body.find(R"("revoked":true)") != std::string::npos);
+  auto unknown = client.Delete("/admin/keys/key_nope", s.Auth());
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+}
+
+TEST_CASE("Admin API answers 400, 422 and 409 for bad client key input", "[admin_api]") {
+  RunningServer s;
+  auto client = s.Client();
+  auto malformed = client.Post("/admin/keys", s.Auth(), "{nope", "application/json");
+  REQUIRE(malformed);
+  CHECK(malformed->status == 400);
+  auto invalid = client.Post("/admin/keys", s.Auth(), R"({"name":"has space"})", "application/json");
+  REQUIRE(invalid);
+  CHECK(invalid->status == 422);
+  CHECK(invalid->body.find(R"("param":"name")") != std::string::npos);
+  REQUIRE(client.Post("/admin/keys", s.Auth(), R"({"name":"ci"})", "application/json")->status ==
+          201);
+  auto dup = client.Post("/admin/keys", s.Auth(), R"({"name":"ci"})", "application/json");
+  REQUIRE(dup);
+  CHECK(dup->status == 409);
+  auto list = client.Get("/admin/keys", s.Auth());
+  REQUIRE(list);
+  CHECK(list->body.find("has space") == std::string::npos);
+}
+
+TEST_CASE("A client key created through the admin API guards every proxy endpoint at once",
+          "[admin_api]") {
+  RunningServer s;
+  auto client = s.Client();
+  // No keys yet: the proxy is open.
+  CHECK(client.Get("/v1/models")->status == 200);
+  auto created = client.Post("/admin/keys", s.Auth(), R"({"name":"app"})", "application/json");
+  REQUIRE(created);
+  REQUIRE(created->status == 201);
+  const std::string secret = SecretOf(created->body);
+  const std::string id = IdOf(created->body);
+
+  CHECK(client.Get("/v1/models")->status == 401);
+  for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                           "/v1/messages"}) {
+    INFO(path);
+    auto res = client.Post(path, R"({"model":"gpt-4o"})", "application/json");
+    REQUIRE(res);
+    CHECK(res->status == 401);
+  }
+  CHECK(client.Get("/v1/models", {{"Authorization", "Bearer " + secret}})->status == 200);
+  CHECK(client.Get("/v1/models", {{"x-api-key", secret}})->status == 200);
+  // With a key, the request gets past auth (no backend serves the model: 404).
+  auto routed = client.Post("/v1/chat/completions", {{"x-api-key", secret}},
+                            R"({"model":"gpt-4o","messages":[]})", "application/json");
+  REQUIRE(routed);
+  CHECK(routed->status == 404);
+
+  // A client key is never an admin token.
+  auto as_admin = client.Get("/admin/keys", {{"Authorization", "Bearer " + secret}});
+  REQUIRE(as_admin);
+  CHECK(as_admin->status == 401);
+
+  REQUIRE(client.Delete(("/admin/keys/" + id).c_str(), s.Auth())->status == 204);
+  CHECK(client.Get("/v1/models", {{"Authorization", "Bearer " + secret}})->status == 401);
+  // The only key is revoked: auth stays on, nothing gets in.
+  CHECK(client.Get("/v1/models")->status == 401);
+}
+
 }  // namespace

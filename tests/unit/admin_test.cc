@@ -238,5 +238,110 @@ TEST_CASE("AdminService applies usage retention from the config", "[admin]") {
   CHECK(*deleted == 1);
 }
 
+// --- Client keys ----------------------------------------------------------------
+
+TEST_CASE("AdminService creates a client key, returns it once and keeps only its hash",
+          "[admin]") {
+  Fixture f;
+  auto created = f.admin->CreateClientKey(R"({"name":"ci","metadata":{"team":"ml"}})");
+  REQUIRE(created.ok());
+  const std::string& secret = created->secret;
+  CHECK(secret.rfind("sbk_", 0) == 0);
+  CHECK(secret.size() == 4 + 48);  // 192 random bits, hex
+  CHECK(created->key.id.rfind("key_", 0) == 0);
+  CHECK(created->key.hint == "..." + secret.substr(secret.size() - 4));
+  CHECK(created->key.created_at == f.clock.WallNow());
+
+  auto stored = f.storage->ListClientKeys();
+  REQUIRE(stored.ok());
+  REQUIRE(stored->size() == 1);
+  CHECK((*stored)[0].key_hash.size() == 64);
+  CHECK((*stored)[0].key_hash.find(secret.substr(4, 16)) == std::string::npos);
+  const std::string once = CreatedClientKeyToJson(*created);
+  CHECK(once.find(secret) != std::string::npos);
+  auto listed = f.admin->ListClientKeys();
+  REQUIRE(listed.ok());
+  const std::string wire = ClientKeyListToJson(*listed);
+  CHECK(wire.find(secret) == std::string::npos);
+  CHECK(wire.find((*stored)[0].key_hash) == std::string::npos);
+  CHECK(wire.find(R"("name":"ci")") != std::string::npos);
+  CHECK(wire.find(R"("metadata":{"team":"ml"})") != std::string::npos);
+  CHECK(wire.find(R"("revoked":false)") != std::string::npos);
+  CHECK(wire.find(R"("last_used_at":null)") != std::string::npos);
+}
+
+TEST_CASE("AdminService accepts a new client key at once and refuses it once revoked",
+          "[admin]") {
+  Fixture f;
+  CHECK(!f.admin->client_keys()->required());
+  auto created = f.admin->CreateClientKey(R"({"name":"ci"})");
+  REQUIRE(created.ok());
+  auto keys = f.admin->client_keys();
+  CHECK(keys->Match({created->secret}) != nullptr);
+  CHECK(keys->Match({"wrong", created->secret}) != nullptr);
+  CHECK(keys->Match({created->secret + "x"}) == nullptr);
+  CHECK(keys->Match({}) == nullptr);
+
+  REQUIRE(f.admin->RevokeClientKey(created->key.id).ok());
+  CHECK(f.admin->client_keys()->Match({created->secret}) == nullptr);
+  CHECK(f.admin->client_keys()->empty());
+  CHECK(f.admin->client_keys()->required());  // revoking the last key does not open the gateway
+  // The snapshot a request already holds is unchanged.
+  CHECK(keys->Match({created->secret}) != nullptr);
+  auto listed = f.admin->ListClientKeys();
+  REQUIRE(listed.ok());
+  REQUIRE(listed->size() == 1);
+  CHECK((*listed)[0].revoked_at == f.clock.WallNow());
+}
+
+TEST_CASE("AdminService refuses bad client key input with 400, 422, 409 and 404", "[admin]") {
+  Fixture f;
+  CHECK(f.admin->CreateClientKey("{nope").status().param().empty());
+  CHECK(f.admin->CreateClientKey("{nope").status().code() == StatusCode::kInvalidArgument);
+  CHECK(f.admin->CreateClientKey("{}").status().param() == "name");
+  CHECK(f.admin->CreateClientKey(R"({"name":"a b"})").status().param() == "name");
+  CHECK(f.admin->CreateClientKey(R"({"name":7})").status().param() == "name");
+  CHECK(f.admin->CreateClientKey(R"({"name":"ok","metadata":[]})").status().param() ==
+        "metadata");
+  CHECK(f.admin->CreateClientKey(R"({"name":"ok","key":"sbk_mine"})").status().param() == "key");
+  REQUIRE(f.admin->CreateClientKey(R"({"name":"ci"})").ok());
+  const Status dup = f.admin->CreateClientKey(R"({"name":"ci"})").status();
+  CHECK(dup.code() == StatusCode::kAlreadyExists);
+  CHECK(dup.param() == "name");
+  CHECK(f.admin->RevokeClientKey("key_nope").code() == StatusCode::kNotFound);
+  auto listed = f.admin->ListClientKeys();
+  REQUIRE(listed.ok());
+  CHECK(listed->size() == 1);
+}
+
+TEST_CASE("AdminService keeps a client key's last use in memory and stores it on flush",
+          "[admin]") {
+  Fixture f;
+  auto created = f.admin->CreateClientKey(R"({"name":"ci"})");
+  REQUIRE(created.ok());
+  const ClientKeySet::Entry* entry = f.admin->client_keys()->Match({created->secret});
+  REQUIRE(entry != nullptr);
+  const SystemTime used = testing::TestEpoch() + std::chrono::minutes(5);
+  entry->last_used_ms->store(ToUnixMillis(used));
+  // Listed at once, not yet stored.
+  auto listed = f.admin->ListClientKeys();
+  REQUIRE(listed.ok());
+  CHECK((*listed)[0].last_used_at == used);
+  CHECK(!(*f.storage->ListClientKeys())[0].last_used_at);
+  // Another key's creation swaps the set; the stamp carries over.
+  f.clock.Advance(std::chrono::seconds(1));  // keys list oldest first
+  REQUIRE(f.admin->CreateClientKey(R"({"name":"other"})").ok());
+  REQUIRE(f.admin->FlushClientKeyUses().ok());
+  CHECK((*f.storage->ListClientKeys())[0].last_used_at == used);
+}
+
+TEST_CASE("AdminService loads stored client keys when it starts", "[admin]") {
+  Fixture f;
+  auto created = f.admin->CreateClientKey(R"({"name":"ci"})");
+  REQUIRE(created.ok());
+  AdminService restarted(*f.storage, f.router, *f.cipher, f.clock);
+  CHECK(restarted.client_keys()->Match({created->secret}) != nullptr);
+}
+
 }  // namespace
 }  // namespace switchboard

@@ -1,7 +1,7 @@
 // switchboard/admin.h
 // The operator's view of a gateway, independent of HTTP: backend CRUD with
-// write-only keys, cooldown reset, config, pools, stats, usage and cooldown
-// events. Every change is validated, stored, and put into routing at once
+// write-only keys, cooldown reset, config, pools, stats, usage, cooldown
+// events and client keys. Every change is validated, stored, and put into routing at once
 // (the Router's snapshot is replaced); a refused change stores nothing.
 //
 //   AdminService admin(storage, router, cipher, clock);
@@ -11,6 +11,10 @@
 #ifndef SWITCHBOARD_ADMIN_H_
 #define SWITCHBOARD_ADMIN_H_
 
+#include <array>
+#include <atomic>
+#include <memory>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -25,6 +29,52 @@
 #include "switchboard/storage.h"
 
 namespace switchboard {
+
+// The client keys accepted right now (not revoked), as SHA-256 digests: an
+// immutable snapshot that the proxy checks every request against, replaced
+// as a whole when a key is created or revoked. Thread-safe (immutable; the
+// last-use stamps are atomics).
+class ClientKeySet {
+ public:
+  using Digest = std::array<unsigned char, 32>;
+  struct Entry {
+    std::string id;
+    Digest digest{};
+    // Unix ms of the last request that presented the key (0: none yet),
+    // shared with the entries of later snapshots for the same key.
+    std::shared_ptr<std::atomic<int64_t>> last_used_ms;
+  };
+
+  ClientKeySet() = default;
+  // `required`: client auth is on, which it stays once any key was created,
+  // even when every key has been revoked (a revoked key must not get in
+  // through an open gateway).
+  ClientKeySet(std::vector<Entry> entries, bool required)
+      : entries_(std::move(entries)), required_(required || !entries_.empty()) {}
+
+  bool empty() const { return entries_.empty(); }
+  // True when proxy requests must present a key.
+  bool required() const { return required_; }
+  const std::vector<Entry>& entries() const { return entries_; }
+
+  // The entry whose digest is Digest of one of `presented`, or null. Every
+  // presented value is compared with every entry in constant time, so the
+  // time taken says nothing about which key (or byte) matched.
+  const Entry* Match(const std::vector<std::string>& presented) const;
+
+  static Digest DigestOf(std::string_view key);
+
+ private:
+  std::vector<Entry> entries_;
+  bool required_ = false;
+};
+
+// A client key just created: `secret` is the key itself, shown once and
+// kept nowhere.
+struct CreatedClientKey {
+  ClientKey key;
+  std::string secret;  // "sbk_" + 48 hex characters (192 random bits)
+};
 
 // Thread-safe; writes are serialized. Everything given by reference must
 // outlive the service.
@@ -82,7 +132,29 @@ class AdminService {
   // Puts the stored backends and config into routing now.
   Status RefreshRouter();
 
+  // --- Client keys ----------------------------------------------------------
+  // POST /admin/keys: {"name": "...", "metadata": {...}}. kInvalidArgument
+  // without param for malformed JSON, with param for a field error;
+  // kAlreadyExists (param "name") while a key of that name is not revoked.
+  // The new key is accepted by client_keys() at once.
+  Result<CreatedClientKey> CreateClientKey(std::string_view json);
+  // Every key, revoked ones included, oldest first, with the live last use.
+  Result<std::vector<ClientKey>> ListClientKeys();
+  // Revokes at once: the next client_keys() snapshot no longer has it.
+  // kNotFound for an unknown id.
+  Status RevokeClientKey(const std::string& id);
+  // The keys accepted now. Cheap (a pointer copy under a short lock).
+  std::shared_ptr<const ClientKeySet> client_keys() const;
+  // Loads the stored keys into client_keys(); done by the constructor too
+  // (a store that fails then leaves the set empty, see this call's result).
+  Status ReloadClientKeys();
+  // Writes the last-use times recorded since the previous call to storage
+  // (called periodically and at shutdown, never on the request path).
+  Status FlushClientKeyUses();
+
  private:
+  // REQUIRES: write_mu_ held.
+  Status ReloadClientKeysLocked();
   // REQUIRES: write_mu_ held.
   Status RefreshRouterLocked();
   Backend WithLiveState(Backend b) const;
@@ -94,7 +166,19 @@ class AdminService {
   const KeyCipher& cipher_;
   const Clock& clock_;
   std::mutex write_mu_;  // serializes changes: store, then swap the snapshot
+
+  mutable std::mutex keys_mu_;
+  std::shared_ptr<const ClientKeySet> keys_;  // guarded by keys_mu_ (pointer only)
+  // Last-use times already in storage, by key id.
+  std::map<std::string, int64_t> flushed_uses_;  // guarded by write_mu_
 };
+
+// The wire forms of client keys: never the key or its hash.
+// {"id","name","hint","metadata","created_at","last_used_at","revoked","revoked_at"}
+std::string ClientKeyToJson(const ClientKey& key);
+std::string ClientKeyListToJson(const std::vector<ClientKey>& keys);  // {"data":[...]}
+// The 201 answer: the key object plus "key", the secret, this once.
+std::string CreatedClientKeyToJson(const CreatedClientKey& created);
 
 // Bucket width AdminService::Stats uses for a window.
 int StatsBucketSeconds(int64_t window_seconds);
