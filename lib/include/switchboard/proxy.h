@@ -1,7 +1,9 @@
 // switchboard/proxy.h
 // The proxy engine: runs a Router plan against real upstreams, with
 // failover until the first byte, live SSE streaming, usage accounting and
-// one usage record per request. No HTTP server inside: the caller (the
+// one usage record per request. A backend whose api differs from the
+// client's format gets a translated request, and the client a translated
+// answer, streams included (docs/translation.md). No HTTP server inside: the caller (the
 // bundled server, or an embedding service) hands it a request and writes
 // the response it returns.
 //
@@ -57,8 +59,9 @@ class ProxyStream {
   virtual ~ProxyStream() = default;
   // Appends the next bytes for the client to *out (whole SSE events) and
   // returns true; false once the stream has ended. A failure after the first
-  // byte ends with an error event ("event: error" + an OpenAI-shaped error)
-  // and no [DONE], so a client can tell it from a complete answer.
+  // byte ends with an error event ("event: error" + an error in the client's
+  // shape: OpenAI's, or Anthropic's for /messages) and no [DONE] or
+  // message_stop, so a client can tell it from a complete answer.
   virtual bool Next(std::string* out) = 0;
 };
 
