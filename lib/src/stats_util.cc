@@ -242,6 +242,59 @@ StatsPlan PlanStats(const StatsQuery& query) {
   return plan;
 }
 
+int64_t SlotStart(int64_t minute, int span_minutes) {
+  return FloorDiv(minute, span_minutes) * span_minutes;
+}
+
+std::map<RollupKey, UsageRollup> Coarsen(const std::map<RollupKey, UsageRollup>& minute_cells,
+                                         int span_minutes) {
+  std::map<RollupKey, UsageRollup> out;
+  for (const auto& [key, cell] : minute_cells) {
+    const int64_t slot = SlotStart(cell.minute, span_minutes);
+    auto [it, inserted] = out.try_emplace(RollupKey{slot, cell.backend_id, cell.model}, cell);
+    if (inserted) {
+      it->second.minute = slot;
+    } else {
+      it->second.Merge(cell);
+    }
+  }
+  return out;
+}
+
+namespace {
+
+void CoverRange(int64_t from_ms, int64_t to_ms, const std::vector<int>& spans, size_t tier,
+                std::vector<StatsSegment>* out) {
+  if (from_ms >= to_ms) return;
+  if (tier == spans.size()) {
+    out->push_back(StatsSegment{0, FromUnixMillis(from_ms), FromUnixMillis(to_ms), 0, 0});
+    return;
+  }
+  const int64_t width_ms = int64_t{spans[tier]} * 60000;
+  const int64_t first = -FloorDiv(-from_ms, width_ms);  // slots, ceil
+  const int64_t end = FloorDiv(to_ms, width_ms);
+  if (first >= end) return CoverRange(from_ms, to_ms, spans, tier + 1, out);
+  CoverRange(from_ms, first * width_ms, spans, tier + 1, out);
+  out->push_back(StatsSegment{spans[tier], FromUnixMillis(first * width_ms),
+                              FromUnixMillis(end * width_ms), first * spans[tier],
+                              end * spans[tier]});
+  CoverRange(end * width_ms, to_ms, spans, tier + 1, out);
+}
+
+}  // namespace
+
+std::vector<StatsSegment> PlanTieredStats(const StatsQuery& query,
+                                          std::vector<int> spans_minutes) {
+  std::vector<int> usable;
+  for (int span : spans_minutes) {
+    if (span >= 1 && query.bucket_seconds % (int64_t{span} * 60) == 0) usable.push_back(span);
+  }
+  std::sort(usable.rbegin(), usable.rend());  // coarsest first
+  std::vector<StatsSegment> out;
+  CoverRange(ToUnixMillis(query.from), ToUnixMillis(query.to), usable, 0, &out);
+  return out;
+}
+
 void UsageStatsBuilder::Accumulator::Add(const UsageRollup& r) {
   totals.requests += r.requests;
   totals.errors += r.errors;
@@ -285,8 +338,13 @@ void UsageStatsBuilder::AddAt(const UsageRollup& r, int64_t unix_seconds) {
   if (name.second.empty() || unix_seconds >= name.first) name = {unix_seconds, r.backend_name};
   by_model_[r.model].Add(r);
   const int64_t start = BucketStart(unix_seconds);
-  by_bucket_[start].Add(r);
-  bucket_backends_[start][r.backend_name] += r.requests;
+  if (last_bucket_ == nullptr || start != last_start_) {
+    last_start_ = start;
+    last_bucket_ = &by_bucket_[start];
+    last_bucket_backends_ = &bucket_backends_[start];
+  }
+  last_bucket_->Add(r);
+  (*last_bucket_backends_)[r.backend_name] += r.requests;
 }
 
 UsageStats UsageStatsBuilder::Build() {

@@ -120,6 +120,30 @@ struct StatsPlan {
 };
 StatsPlan PlanStats(const StatsQuery& query);
 
+// A store may keep rollups at several spans (whole minutes: 1, 5, 60, ...,
+// each a multiple of the next smaller). A tiered plan covers [from, to)
+// with the coarsest slots that fit, finer ones towards the edges, and raw
+// records for the partial minutes at either end. Segments are in time order.
+struct StatsSegment {
+  int span_minutes = 0;  // 0: raw records in [from, to)
+  SystemTime from{};
+  SystemTime to{};
+  int64_t first_minute = 0;  // rollup slots starting in [first_minute, end_minute)
+  int64_t end_minute = 0;
+};
+// `spans_minutes`: the spans the store keeps, any order. Only spans that
+// divide the query's bucket width are used.
+std::vector<StatsSegment> PlanTieredStats(const StatsQuery& query,
+                                          std::vector<int> spans_minutes);
+
+// Merges minute rollups into slots of `span_minutes` (minute = the slot's
+// first minute).
+std::map<RollupKey, UsageRollup> Coarsen(const std::map<RollupKey, UsageRollup>& minute_cells,
+                                         int span_minutes);
+
+// The first minute of the `span_minutes` slot holding `minute`.
+int64_t SlotStart(int64_t minute, int span_minutes);
+
 // Accumulates rollups and raw usage records into UsageStats. Not
 // thread-safe; one owner.
 class UsageStatsBuilder {
@@ -144,6 +168,10 @@ class UsageStatsBuilder {
   void AddAt(const UsageRollup& r, int64_t unix_seconds);
 
   int bucket_seconds_;
+  // The bucket the previous call added to: rollups arrive in time order.
+  int64_t last_start_ = 0;
+  Accumulator* last_bucket_ = nullptr;
+  std::map<std::string, int64_t>* last_bucket_backends_ = nullptr;
   Accumulator all_;
   std::map<std::string, Accumulator> by_backend_;  // by backend id
   // Name of each backend id, from its newest minute.

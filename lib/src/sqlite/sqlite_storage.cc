@@ -130,10 +130,12 @@ CREATE TABLE config (
 );
 )sql"},
     {2, R"sql(
--- One row per minute, backend and model, maintained by AppendUsage() in the
--- same transaction as the records, so stats read these instead of the rows.
+-- Usage rolled up per slot of `span` minutes (1, 5 and 60), backend and
+-- model, maintained by AppendUsage() in the same transaction as the records,
+-- so stats read these instead of the records.
 CREATE TABLE usage_rollup (
-  minute            INTEGER NOT NULL,  -- Unix seconds / 60, floored
+  span              INTEGER NOT NULL,  -- minutes per slot
+  minute            INTEGER NOT NULL,  -- first minute of the slot (Unix seconds / 60)
   backend_id        TEXT NOT NULL,
   model             TEXT NOT NULL,
   backend_name      TEXT NOT NULL,     -- of the newest record folded in
@@ -145,7 +147,7 @@ CREATE TABLE usage_rollup (
   completion_tokens INTEGER NOT NULL,
   latency_hist      BLOB NOT NULL,     -- log-scale histogram, see stats_util.h
   ttfb_hist         BLOB NOT NULL,
-  PRIMARY KEY (minute, backend_id, model)
+  PRIMARY KEY (span, minute, backend_id, model)
 ) WITHOUT ROWID;
 
 -- Client keys: only the SHA-256 of a key is kept.
@@ -500,21 +502,27 @@ internal::UsageRollup ReadRollup(const SQLite::Statement& s) {
   return r;
 }
 
-// Folds `cells` into the usage_rollup table (read, merge, write back).
-// REQUIRES: inside a write transaction.
-void MergeRollups(SQLite::Database& db,
-                  const std::map<internal::RollupKey, internal::UsageRollup>& cells) {
+// The slot widths, in minutes, usage_rollup keeps. A day's stats (5-minute
+// buckets) read 288 slots per backend and model instead of 1,440.
+constexpr int kRollupSpans[] = {1, 5, 60};
+
+using RollupCells = std::map<internal::RollupKey, internal::UsageRollup>;
+
+// Folds `cells` (slots of `span` minutes) into the usage_rollup table (read,
+// merge, write back). REQUIRES: inside a write transaction.
+void MergeRollups(SQLite::Database& db, int span, const RollupCells& cells) {
   if (cells.empty()) return;
   SQLite::Statement select(db, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
-                               " FROM usage_rollup WHERE minute = ?1 AND backend_id = ?2 AND "
-                               "model = ?3");
-  SQLite::Statement write(db, "INSERT OR REPLACE INTO usage_rollup (" SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
-                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+                               " FROM usage_rollup WHERE span = ?4 AND minute = ?1 AND "
+                               "backend_id = ?2 AND model = ?3");
+  SQLite::Statement write(db, "INSERT OR REPLACE INTO usage_rollup (span, " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                              ") VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
   for (const auto& [key, cell] : cells) {
     select.reset();
     select.bind(1, cell.minute);
     select.bind(2, cell.backend_id);
     select.bind(3, cell.model);
+    select.bind(4, span);
     internal::UsageRollup merged;
     if (select.executeStep()) {
       merged = ReadRollup(select);
@@ -537,6 +545,7 @@ void MergeRollups(SQLite::Database& db,
     const std::string ttfb = merged.ttfb.Encode();
     write.bind(11, latency.data(), static_cast<int>(latency.size()));
     write.bind(12, ttfb.data(), static_cast<int>(ttfb.size()));
+    write.bind(13, span);
     write.exec();
   }
 }
@@ -561,12 +570,19 @@ void RollUpRows(SQLite::Database& db, int64_t from_ms, int64_t to_ms,
   }
 }
 
+// Folds minute cells into every span's rollups.
+void MergeAllSpans(SQLite::Database& db, const RollupCells& minute_cells) {
+  for (int span : kRollupSpans) {
+    MergeRollups(db, span, span == 1 ? minute_cells : internal::Coarsen(minute_cells, span));
+  }
+}
+
 // Schema v2: builds the rollups of the usage records already stored.
 void BackfillUsageRollups(SQLite::Database& db) {
-  std::map<internal::RollupKey, internal::UsageRollup> cells;
+  RollupCells cells;
   RollUpRows(db, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(),
              &cells);
-  MergeRollups(db, cells);
+  MergeAllSpans(db, cells);
 }
 
 // --- The store --------------------------------------------------------------
@@ -787,7 +803,7 @@ class SqliteStorage final : public Storage {
         s.exec();
       }
       s.tryReset();
-      MergeRollups(*bg_, cells);
+      MergeAllSpans(*bg_, cells);
       txn.commit();
       return Status::Ok();
     });
@@ -814,31 +830,30 @@ class SqliteStorage final : public Storage {
     if (query.bucket_seconds < 1) {
       return InvalidArgumentError("bucket_seconds must be >= 1", "bucket_seconds");
     }
-    const internal::StatsPlan plan = internal::PlanStats(query);
+    const std::vector<internal::StatsSegment> plan =
+        internal::PlanTieredStats(query, {std::begin(kRollupSpans), std::end(kRollupSpans)});
     return Run<Result<UsageStats>>("query usage stats", [&]() -> Result<UsageStats> {
       internal::UsageStatsBuilder builder(query.bucket_seconds);
       // One read transaction: rollups and edge records from the same snapshot.
       SQLite::Transaction txn(*db_, SQLite::TransactionBehavior::DEFERRED);
-      auto add_rows = [&](SystemTime from, SystemTime to) {
-        if (from >= to) return;
-        SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_STATS_COLUMNS
-                                  " FROM usage WHERE time >= ?1 AND time < ?2");
-        s.bind(1, ToUnixMillis(from));
-        s.bind(2, ToUnixMillis(to));
-        while (s.executeStep()) builder.Add(ReadStatsRecord(s));
-      };
-      if (!plan.use_rollups) {
-        add_rows(query.from, query.to);
-      } else {
-        // Whole minutes from the rollups, the partial minutes at the edges
-        // from the records themselves.
-        add_rows(query.from, plan.rollup_from);
-        SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
-                                  " FROM usage_rollup WHERE minute >= ?1 AND minute < ?2");
-        s.bind(1, plan.first_minute);
-        s.bind(2, plan.end_minute);
-        while (s.executeStep()) builder.Add(ReadRollup(s));
-        add_rows(plan.rollup_to, query.to);
+      // The coarsest slots that fit, finer ones towards the edges, and the
+      // records themselves for the partial minutes at either end.
+      for (const internal::StatsSegment& segment : plan) {
+        if (segment.span_minutes == 0) {
+          SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_STATS_COLUMNS
+                                    " FROM usage WHERE time >= ?1 AND time < ?2");
+          s.bind(1, ToUnixMillis(segment.from));
+          s.bind(2, ToUnixMillis(segment.to));
+          while (s.executeStep()) builder.Add(ReadStatsRecord(s));
+        } else {
+          SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                                    " FROM usage_rollup WHERE span = ?3 AND minute >= ?1 AND "
+                                    "minute < ?2");
+          s.bind(1, segment.first_minute);
+          s.bind(2, segment.end_minute);
+          s.bind(3, segment.span_minutes);
+          while (s.executeStep()) builder.Add(ReadRollup(s));
+        }
       }
       txn.commit();
       return builder.Build();
@@ -851,17 +866,31 @@ class SqliteStorage final : public Storage {
       SQLite::Statement s(*bg_, "DELETE FROM usage WHERE time < ?1");
       s.bind(1, ToUnixMillis(cutoff));
       const int64_t deleted = s.exec();
-      // Rollups of the minutes wholly before the cutoff go; the minute
-      // holding the cutoff is rebuilt from the records that remain in it.
+      // Rollup slots wholly before the cutoff go; a slot holding the cutoff
+      // is rebuilt from the records that remain in it.
+      const int64_t cutoff_ms = ToUnixMillis(cutoff);
       const int64_t cut_minute = internal::MinuteOf(cutoff);
-      const bool partial = ToUnixMillis(cutoff) != cut_minute * 60000;
-      SQLite::Statement rollups(*bg_, "DELETE FROM usage_rollup WHERE minute < ?1");
-      rollups.bind(1, partial ? cut_minute + 1 : cut_minute);
-      rollups.exec();
-      if (partial) {
-        std::map<internal::RollupKey, internal::UsageRollup> cells;
-        RollUpRows(*bg_, cut_minute * 60000, (cut_minute + 1) * 60000, &cells);
-        MergeRollups(*bg_, cells);
+      RollupCells rest;  // minute cells of the records left in the slot
+      bool rest_read = false;
+      for (int span : kRollupSpans) {
+        const int64_t slot = internal::SlotStart(cut_minute, span);
+        const bool partial = cutoff_ms != slot * 60000;
+        SQLite::Statement drop(*bg_, "DELETE FROM usage_rollup WHERE span = ?1 AND minute < ?2");
+        drop.bind(1, span);
+        drop.bind(2, partial ? slot + span : slot);
+        drop.exec();
+        if (!partial) continue;
+        if (!rest_read) {  // the largest span's slot holds every smaller one's
+          const int64_t widest = kRollupSpans[std::size(kRollupSpans) - 1];
+          const int64_t from = internal::SlotStart(cut_minute, static_cast<int>(widest));
+          RollUpRows(*bg_, from * 60000, (from + widest) * 60000, &rest);
+          rest_read = true;
+        }
+        RollupCells in_slot;
+        for (const auto& [key, cell] : rest) {
+          if (internal::SlotStart(cell.minute, span) == slot) in_slot.emplace(key, cell);
+        }
+        MergeRollups(*bg_, span, span == 1 ? in_slot : internal::Coarsen(in_slot, span));
       }
       txn.commit();
       return deleted;
