@@ -9,6 +9,9 @@ packages=(
   libcurl4-openssl-dev libsqlitecpp-dev libsqlite3-dev libsodium-dev
   rapidjson-dev libcpp-httplib-dev catch2 libbenchmark-dev
 )
+# The Python bindings (bindings/python, ctest python.pytest) and the embedding
+# tests' mock upstream and drivers (tests/embed) use Debian's /usr/bin/python3.
+packages+=(python3 python3-dev pybind11-dev python3-pybind11 python3-pytest)
 # The openai SDK test (tests/sdk, ctest sdk.openai) runs on node. A machine
 # that has node already, from any source, keeps it; else Debian's.
 if ! command -v node >/dev/null 2>&1; then
