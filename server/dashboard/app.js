@@ -475,7 +475,10 @@ function renderStats(stats) {
       names.map((name) => dataset(name, colorFor(name), series((b) => b.by_backend[name] || 0))));
   updateChart('chart-errors', 'bar', false, labels, [
     dataset('errors', '#dc2626', series((b) => b.errors)),
-    dataset('429s', '#d97706', series((b) => b.rate_limited)),
+    // Upstream 429s, failover-absorbed ones included: rate limiting shows
+    // even when every client got a 200.
+    dataset('upstream 429s', '#d97706', series((b) => b.upstream_429 || 0)),
+    dataset('429s to clients', '#92400e', series((b) => b.rate_limited)),
   ]);
   updateChart('chart-latency', 'line', false, labels, [
     dataset('p50', '#2563eb', gappy((b) => b.p50_ms)),
@@ -491,6 +494,7 @@ function renderTotals(t) {
   const tokens = t.prompt_tokens + t.completion_tokens;
   const values = {
     requests: fmtInt(t.requests), errors: fmtInt(t.errors), rate_limited: fmtInt(t.rate_limited),
+    upstream_429: fmtInt(t.upstream_429 || 0),
     tokens: fmtInt(tokens), p50_ms: fmtMs(t.p50_ms), p95_ms: fmtMs(t.p95_ms),
   };
   for (const dd of $$('#totals [data-total]')) dd.textContent = values[dd.dataset.total];

@@ -148,6 +148,8 @@ function charts() {
       const values = chart.data.datasets.flatMap((d) => d.data).filter((v) => Number.isFinite(v));
       out[id] = {sum: values.reduce((a, v) => a + v, 0), points: values.length,
                  labels: chart.data.datasets.map((d) => d.label),
+                 sums: Object.fromEntries(chart.data.datasets.map((d) => [
+                   d.label, d.data.filter((v) => Number.isFinite(v)).reduce((a, v) => a + v, 0)])),
                  buckets: chart.data.labels.length};
     }
     return out;
@@ -354,8 +356,12 @@ describe('dashboard', () => {
     // Mock upstreams on loopback answer within a millisecond: latency may be 0.
     assert.ok(after['chart-latency'].points > 0, `latency is charted: ${shown}`);
     assert.ok(after['chart-tokens'].sum > 0, `tokens are charted: ${shown}`);
-    // Every request succeeded: the 429s were absorbed by failover.
-    assert.equal(after['chart-errors'].sum, 0, shown);
+    // Every request succeeded: the 429s were absorbed by failover, and the
+    // chart still shows them as upstream 429s.
+    assert.equal(after['chart-errors'].sums.errors, 0, shown);
+    assert.equal(after['chart-errors'].sums['429s to clients'], 0, shown);
+    assert.ok(after['chart-errors'].sums['upstream 429s'] >= 1, shown);
+    assert.notEqual(await page.textContent('#totals [data-total="upstream_429"]'), '0');
     assert.equal(await page.textContent('#totals [data-total="requests"]'), '30');
 
     // Every request has a decision trace; a failover's shows both backends.
