@@ -17,6 +17,9 @@ packages+=(python3 python3-dev pybind11-dev python3-pybind11 python3-pytest)
 if ! command -v node >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
+# The fuzz targets (tests/fuzz, run by scripts/test.sh) need clang and its
+# libFuzzer + sanitizer runtimes.
+packages+=(clang libclang-rt-14-dev)
 # The dashboard's browser test (tests/browser, ctest browser.dashboard) drives
 # Debian's headless Chromium; no browser is ever downloaded.
 packages+=(chromium)

@@ -3,6 +3,9 @@
 # the CI preset (warnings as errors), then the whole suite again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then under ThreadSanitizer.
 # SWITCHBOARD_SKIP_SANITIZERS=1 runs the first pass only.
+# Then the libFuzzer targets (tests/fuzz) in a small clang build of the
+# library alone: every seed once, and SWITCHBOARD_FUZZ_SECONDS (default 5) of
+# fuzzing per target. SWITCHBOARD_SKIP_FUZZ=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +35,18 @@ run_preset ci
 if [ "${SWITCHBOARD_SKIP_SANITIZERS:-0}" != "1" ]; then
   run_preset asan
   run_preset tsan
+fi
+
+run_fuzz() {
+  echo "=== fuzz: configure, build, run the corpora and a short fuzzing pass ==="
+  CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+    -DSWITCHBOARD_BUILD_FUZZ=ON -DSWITCHBOARD_BUILD_TESTS=OFF -DSWITCHBOARD_BUILD_SERVER=OFF \
+    -DSWITCHBOARD_BUILD_EXAMPLES=OFF -DSWITCHBOARD_INSTALL=OFF \
+    -DSWITCHBOARD_FUZZ_SECONDS="${SWITCHBOARD_FUZZ_SECONDS:-5}"
+  cmake --build build/fuzz -j2
+  ctest --test-dir build/fuzz -j2 --output-on-failure
+}
+if [ "${SWITCHBOARD_SKIP_FUZZ:-0}" != "1" ]; then
+  run_fuzz
 fi
