@@ -309,6 +309,8 @@ class Session {
 
   PGconn* conn() const { return conn_; }
   bool broken() const { return broken_; }
+  // A statement failed on a deadlock or serialization conflict.
+  bool conflicted() const { return conflicted_; }
   bool commit_sent() const { return commit_sent_; }
   void set_what(std::string_view what) { prefix_ = "postgres: " + std::string(what) + ": "; }
 
@@ -354,6 +356,10 @@ class Session {
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
     const bool bad = PQstatus(conn_) == CONNECTION_BAD;
     if (bad) broken_ = true;
+    if (const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
+        state != nullptr && (std::strcmp(state, "40001") == 0 || std::strcmp(state, "40P01") == 0)) {
+      conflicted_ = true;  // the server rolled the transaction back; running it again may succeed
+    }
     if (!r) {
       return UnavailableError(prefix_ + Scrub(TrimNewlines(PQerrorMessage(conn_)), *secret_));
     }
@@ -364,6 +370,7 @@ class Session {
   const std::string* secret_;
   std::string prefix_ = "postgres: ";
   bool broken_ = false;
+  bool conflicted_ = false;
   bool commit_sent_ = false;
 };
 
@@ -759,46 +766,89 @@ Result<internal::UsageRollup> ReadRollup(const Row& row) {
 
 using RollupCells = std::map<internal::RollupKey, internal::UsageRollup>;
 
-// Folds `cells` into usage_rollup: each row is created if missing, locked,
-// merged in C++ (histograms cannot be added in SQL) and written back. The
-// cells come in key order, so concurrent writers lock rows in the same order
-// and cannot deadlock. REQUIRES: inside a transaction.
+// Rollup rows per statement when merging (12 parameters each).
+constexpr size_t kRollupBatch = 1000;
+
+// Folds `cells` into usage_rollup, a chunk of cells in three statements:
+// create the missing rows, lock them all (SELECT ... FOR UPDATE), and write
+// back what C++ merged (histograms cannot be added in SQL). Rows are created
+// and locked in key order, which is the map's order (bytewise, as COLLATE
+// "C"), so concurrent writers wait for each other instead of deadlocking.
+// REQUIRES: inside a transaction.
 Status MergeRollups(Session& s, const RollupCells& cells) {
-  for (const auto& [key, cell] : cells) {
-    Params k;
-    k.Add(cell.minute).Add(cell.backend_id).Add(cell.model);
+  std::vector<const internal::UsageRollup*> all;
+  all.reserve(cells.size());
+  for (const auto& [key, cell] : cells) all.push_back(&cell);
+  for (size_t first = 0; first < all.size(); first += kRollupBatch) {
+    const size_t n = std::min(kRollupBatch, all.size() - first);
+    Params keys;
+    std::string key_rows;
+    for (size_t i = 0; i < n; ++i) {
+      const internal::UsageRollup& c = *all[first + i];
+      keys.Add(c.minute).Add(c.backend_id).Add(c.model);
+      const std::string k = std::to_string(3 * i + 1);
+      const std::string b = std::to_string(3 * i + 2);
+      const std::string m = std::to_string(3 * i + 3);
+      key_rows += (i == 0 ? "($" : ", ($") + k + "::bigint, $" + b + "::text, $" + m + "::text)";
+    }
     auto created = s.Exec(
         "INSERT INTO usage_rollup (" SWITCHBOARD_PG_ROLLUP_COLUMNS
-        ") VALUES ($1, $2, $3, '', 0, 0, 0, 0, 0, 0, '', '') ON CONFLICT DO NOTHING",
-        k);
+        ") SELECT k.minute, k.backend_id, k.model, '', 0, 0, 0, 0, 0, 0, ''::bytea, ''::bytea "
+        "FROM (VALUES " + key_rows + ") AS k (minute, backend_id, model) "
+        "ORDER BY k.minute, k.backend_id COLLATE \"C\", k.model COLLATE \"C\" "
+        "ON CONFLICT DO NOTHING",
+        keys);
     if (!created.ok()) return created.status();
-    auto current = s.Exec("SELECT " SWITCHBOARD_PG_ROLLUP_COLUMNS
-                          " FROM usage_rollup WHERE minute = $1 AND backend_id = $2 AND "
-                          "model = $3 FOR UPDATE",
-                          k);
+    auto current = s.Exec(
+        "SELECT " SWITCHBOARD_PG_ROLLUP_COLUMNS " FROM usage_rollup "
+        "WHERE (minute, backend_id, model) IN (VALUES " + key_rows + ") "
+        "ORDER BY minute, backend_id COLLATE \"C\", model COLLATE \"C\" FOR UPDATE",
+        keys);
     if (!current.ok()) return current.status();
-    if (PQntuples(current->get()) != 1) return InternalError("usage_rollup row vanished");
-    auto merged = ReadRollup(Row(current->get(), 0));
-    if (!merged.ok()) return merged.status();
-    merged->Merge(cell);
+    RollupCells merged;
+    for (int i = 0; i < PQntuples(current->get()); ++i) {
+      auto row = ReadRollup(Row(current->get(), i));
+      if (!row.ok()) return row.status();
+      internal::RollupKey key{row->minute, row->backend_id, row->model};
+      merged.emplace(std::move(key), *std::move(row));
+    }
+    if (merged.size() != n) return InternalError("usage_rollup rows vanished while merging");
+    Params values;
+    std::string value_rows;
+    int p = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const internal::UsageRollup& cell = *all[first + i];
+      internal::UsageRollup& m = merged.at({cell.minute, cell.backend_id, cell.model});
+      m.Merge(cell);
+      values.Add(m.minute)
+          .Add(m.backend_id)
+          .Add(m.model)
+          .Add(m.backend_name)
+          .Add(m.requests)
+          .Add(m.errors)
+          .Add(m.rate_limited)
+          .Add(m.upstream_429)
+          .Add(m.prompt_tokens)
+          .Add(m.completion_tokens)
+          .AddBytes(m.latency.Encode())
+          .AddBytes(m.ttfb.Encode());
+      value_rows += i == 0 ? "(" : ", (";
+      static constexpr const char* kTypes[] = {"bigint", "text",   "text",   "text",
+                                               "bigint", "bigint", "bigint", "bigint",
+                                               "bigint", "bigint", "bytea",  "bytea"};
+      for (int c = 0; c < 12; ++c) {
+        value_rows += (c == 0 ? "$" : ", $") + std::to_string(++p) + "::" + kTypes[c];
+      }
+      value_rows += ")";
+    }
     auto written = s.Exec(
-        "UPDATE usage_rollup SET backend_name = $4, requests = $5, errors = $6, "
-        "rate_limited = $7, upstream_429 = $8, prompt_tokens = $9, completion_tokens = $10, "
-        "latency_hist = $11, ttfb_hist = $12 "
-        "WHERE minute = $1 AND backend_id = $2 AND model = $3",
-        Params()
-            .Add(cell.minute)
-            .Add(cell.backend_id)
-            .Add(cell.model)
-            .Add(merged->backend_name)
-            .Add(merged->requests)
-            .Add(merged->errors)
-            .Add(merged->rate_limited)
-            .Add(merged->upstream_429)
-            .Add(merged->prompt_tokens)
-            .Add(merged->completion_tokens)
-            .AddBytes(merged->latency.Encode())
-            .AddBytes(merged->ttfb.Encode()));
+        "UPDATE usage_rollup AS u SET backend_name = v.backend_name, requests = v.requests, "
+        "errors = v.errors, rate_limited = v.rate_limited, upstream_429 = v.upstream_429, "
+        "prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, "
+        "latency_hist = v.latency_hist, ttfb_hist = v.ttfb_hist FROM (VALUES " + value_rows +
+            ") AS v (" SWITCHBOARD_PG_ROLLUP_COLUMNS ") "
+            "WHERE u.minute = v.minute AND u.backend_id = v.backend_id AND u.model = v.model",
+        values);
     if (!written.ok()) return written.status();
   }
   return Status::Ok();
@@ -1238,18 +1288,19 @@ class PostgresStorage final : public Storage {
 
  private:
   // Runs `body` on a leased connection. If the connection turns out broken
-  // before COMMIT was sent, nothing was written: retry on a new one.
+  // before COMMIT was sent, nothing was written: retry on a new one. A
+  // deadlock or serialization conflict rolled everything back: run it again.
   template <typename R, typename F>
   R Run(std::string_view what, F&& body) {
-    constexpr int kAttempts = 2;
+    constexpr int kAttempts = 3;
     for (int attempt = 1;; ++attempt) {
       auto lease = pool_->Acquire(what);
       if (!lease.ok()) return lease.status();
       Session& session = (*lease)->session();
       R result = body(session);
-      if (!StatusOf(result).ok() && session.broken() && !session.commit_sent() &&
-          attempt < kAttempts) {
-        continue;  // the lease drops the broken connection and the idle ones
+      if (!StatusOf(result).ok() && (session.broken() || session.conflicted()) &&
+          !session.commit_sent() && attempt < kAttempts) {
+        continue;  // a broken lease drops its connection and the idle ones
       }
       return result;
     }
