@@ -162,6 +162,19 @@ class MapStorage final : public switchboard::Storage {
   switchboard::Result<int64_t> DeleteUsageBefore(switchboard::SystemTime cutoff) override {
     return records_->DeleteUsageBefore(cutoff);
   }
+  switchboard::Status CreateClientKey(const switchboard::ClientKey& key) override {
+    return records_->CreateClientKey(key);
+  }
+  switchboard::Result<std::vector<switchboard::ClientKey>> ListClientKeys() override {
+    return records_->ListClientKeys();
+  }
+  switchboard::Status RevokeClientKey(const std::string& id,
+                                      switchboard::SystemTime when) override {
+    return records_->RevokeClientKey(id, when);
+  }
+  switchboard::Status TouchClientKeys(const std::vector<switchboard::ClientKeyUse>& uses) override {
+    return records_->TouchClientKeys(uses);
+  }
 
  private:
   // REQUIRES: mu_ held.

@@ -181,18 +181,34 @@ class PyStorage : public sb::Storage {
   }
   sb::Result<sb::Config> GetConfig() override { return CallFor<sb::Config>("get_config"); }
   sb::Status PutConfig(const sb::Config& config) override { return Call("put_config", config); }
+  // Methods with a C++ default use it when the subclass does not define them.
   sb::Result<std::vector<sb::PoolStats>> GetPoolStats(sb::SystemTime now) override {
-    {
-      py::gil_scoped_acquire gil;
-      if (!py::get_override(static_cast<const sb::Storage*>(this), "get_pool_stats")) {
-        // No override: the default, built on list_backends and get_config.
-        return sb::Storage::GetPoolStats(now);
-      }
-    }
+    if (!Overrides("get_pool_stats")) return sb::Storage::GetPoolStats(now);
     return CallFor<std::vector<sb::PoolStats>>("get_pool_stats", now);
+  }
+  sb::Status CreateClientKey(const sb::ClientKey& key) override {
+    if (!Overrides("create_client_key")) return sb::Storage::CreateClientKey(key);
+    return Call("create_client_key", key);
+  }
+  sb::Result<std::vector<sb::ClientKey>> ListClientKeys() override {
+    if (!Overrides("list_client_keys")) return sb::Storage::ListClientKeys();
+    return CallFor<std::vector<sb::ClientKey>>("list_client_keys");
+  }
+  sb::Status RevokeClientKey(const std::string& id, sb::SystemTime when) override {
+    if (!Overrides("revoke_client_key")) return sb::Storage::RevokeClientKey(id, when);
+    return Call("revoke_client_key", id, when);
+  }
+  sb::Status TouchClientKeys(const std::vector<sb::ClientKeyUse>& uses) override {
+    if (!Overrides("touch_client_keys")) return sb::Storage::TouchClientKeys(uses);
+    return Call("touch_client_keys", uses);
   }
 
  private:
+  bool Overrides(const char* name) const {
+    py::gil_scoped_acquire gil;
+    return static_cast<bool>(py::get_override(static_cast<const sb::Storage*>(this), name));
+  }
+
   static sb::Status NotImplemented(const char* name) {
     return sb::FailedPreconditionError(std::string("this Storage does not implement ") + name);
   }
@@ -611,7 +627,8 @@ PYBIND11_MODULE(_switchboard, m) {
       .def_readwrite("prompt_tokens", &sb::UsageAggregate::prompt_tokens)
       .def_readwrite("completion_tokens", &sb::UsageAggregate::completion_tokens)
       .def_readwrite("p50_ms", &sb::UsageAggregate::p50_ms)
-      .def_readwrite("p95_ms", &sb::UsageAggregate::p95_ms);
+      .def_readwrite("p95_ms", &sb::UsageAggregate::p95_ms)
+      .def_readwrite("upstream_429", &sb::UsageAggregate::upstream_429);
   py::class_<sb::UsageStats>(m, "UsageStats")
       .def(py::init<>())
       .def_readwrite("totals", &sb::UsageStats::totals);
@@ -624,6 +641,23 @@ PYBIND11_MODULE(_switchboard, m) {
       .def_readwrite("healthy", &sb::PoolStats::healthy)
       .def_readwrite("cooling", &sb::PoolStats::cooling)
       .def_readwrite("error", &sb::PoolStats::error);
+
+  py::class_<sb::ClientKey>(m, "ClientKey", "A client key as stored: its SHA-256, never the key.")
+      .def(py::init<>())
+      .def_readwrite("id", &sb::ClientKey::id)
+      .def_readwrite("name", &sb::ClientKey::name)
+      .def_readwrite("key_hash", &sb::ClientKey::key_hash)
+      .def_readwrite("hint", &sb::ClientKey::hint)
+      .def_readwrite("metadata", &sb::ClientKey::metadata)
+      .def_readwrite("created_at", &sb::ClientKey::created_at)
+      .def_readwrite("last_used_at", &sb::ClientKey::last_used_at)
+      .def_readwrite("revoked_at", &sb::ClientKey::revoked_at)
+      .def_property_readonly("revoked", &sb::ClientKey::revoked)
+      .def("copy", [](const sb::ClientKey& k) { return k; });
+  py::class_<sb::ClientKeyUse>(m, "ClientKeyUse")
+      .def(py::init<>())
+      .def_readwrite("key_id", &sb::ClientKeyUse::key_id)
+      .def_readwrite("used_at", &sb::ClientKeyUse::used_at);
 
   // --- Clocks and keys ---------------------------------------------------------
   py::class_<sb::Clock>(m, "Clock").def_static(
@@ -715,7 +749,17 @@ PYBIND11_MODULE(_switchboard, m) {
       .def("get_config", [](sb::Storage& s) { return Unwrap(s.GetConfig()); })
       .def("put_config", [](sb::Storage& s, const sb::Config& c) { Unwrap(s.PutConfig(c)); })
       .def("get_pool_stats",
-           [](sb::Storage& s, sb::SystemTime now) { return Unwrap(s.GetPoolStats(now)); });
+           [](sb::Storage& s, sb::SystemTime now) { return Unwrap(s.GetPoolStats(now)); })
+      .def("create_client_key",
+           [](sb::Storage& s, const sb::ClientKey& k) { Unwrap(s.CreateClientKey(k)); })
+      .def("list_client_keys", [](sb::Storage& s) { return Unwrap(s.ListClientKeys()); })
+      .def("revoke_client_key",
+           [](sb::Storage& s, const std::string& id, sb::SystemTime when) {
+             Unwrap(s.RevokeClientKey(id, when));
+           })
+      .def("touch_client_keys", [](sb::Storage& s, const std::vector<sb::ClientKeyUse>& uses) {
+        Unwrap(s.TouchClientKeys(uses));
+      });
 
   m.def("open_sqlite",
         [](const std::string& path, int busy_timeout_ms) {

@@ -221,6 +221,15 @@ def test_python_storage_without_a_method_answers_failed_precondition():
     assert "list_usage" in str(error.value)
 
 
+def test_python_storage_without_client_keys_uses_the_cpp_defaults():
+    storage = DictStorage()
+    assert storage.list_client_keys() == []
+    key = sb.ClientKey()
+    key.id, key.name, key.key_hash = "key_1", "ci", "0" * 64
+    with pytest.raises(sb.FailedPreconditionError):
+        storage.create_client_key(key)
+
+
 # --- Routing -----------------------------------------------------------------
 
 
