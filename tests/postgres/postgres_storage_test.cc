@@ -216,6 +216,47 @@ TEST_CASE("PostgresStorage lets exactly one of two instances create a name", "[p
   CHECK(a->ListBackends({})->size() == kRounds);
 }
 
+TEST_CASE("PostgresStorage instances appending to the same minute lose no usage counts",
+          "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  auto a = Open(schema);
+  auto b = Open(schema);
+  const Backend one = MakeBackend("one");
+  const Backend two = MakeBackend("two");
+  constexpr int kThreadsPerStore = 3;
+  constexpr int kBatches = 20;
+  constexpr int kPerBatch = 10;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (Storage* store : {a.get(), b.get()}) {
+    for (int t = 0; t < kThreadsPerStore; ++t) {
+      threads.emplace_back([&, store, t] {
+        for (int i = 0; i < kBatches; ++i) {
+          std::vector<UsageRecord> batch;
+          for (int j = 0; j < kPerBatch; ++j) {
+            // Both backends, two minutes: every batch touches the same rollup rows.
+            batch.push_back(MakeUsage(j % 2 ? one : two,
+                                      TestEpoch() + std::chrono::seconds(30 + 60 * (j % 2)),
+                                      200, 10 + t));
+          }
+          if (!store->AppendUsage(batch).ok()) ++failures;
+        }
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  CHECK(failures == 0);
+  auto stats = a->QueryUsageStats(
+      {.from = TestEpoch(), .to = TestEpoch() + std::chrono::minutes(2), .bucket_seconds = 60});
+  REQUIRE(stats.ok());
+  constexpr int kTotal = 2 * kThreadsPerStore * kBatches * kPerBatch;
+  CHECK(stats->totals.requests == kTotal);
+  CHECK(stats->totals.prompt_tokens == kTotal * 10);
+  REQUIRE(stats->timeseries.size() == 2);
+  CHECK(stats->timeseries[0].usage.requests == kTotal / 2);
+  CHECK(stats->timeseries[1].usage.requests == kTotal / 2);
+}
+
 TEST_CASE("PostgresStorage reconnects by itself after its connections are cut", "[postgres]") {
   const std::string tag = "sbtest_cut_" + std::to_string(::getpid());
   auto store = Open(FreshSchemaName(), 3, TaggedUrl(tag));
