@@ -136,29 +136,33 @@ std::string SparseHistogram::Encode() const {
 }
 
 bool SparseHistogram::Decode(std::string_view bytes) {
-  SparseHistogram h;
-  if (!bytes.empty()) {
-    uint64_t lo = 0;
-    uint64_t hi = 0;
-    if (!GetVarint(&bytes, &lo) || !GetVarint(&bytes, &hi)) return false;
-    h.min = static_cast<int64_t>(lo);
-    h.max = static_cast<int64_t>(hi);
-    int last = -1;
-    while (!bytes.empty()) {
-      uint64_t bucket = 0;
-      uint64_t n = 0;
-      if (!GetVarint(&bytes, &bucket) || !GetVarint(&bytes, &n)) return false;
-      if (bucket >= static_cast<uint64_t>(histogram::kBuckets) ||
-          static_cast<int>(bucket) <= last || n == 0) {
-        return false;
-      }
-      last = static_cast<int>(bucket);
-      h.buckets.emplace_back(last, static_cast<int64_t>(n));
-      h.count += static_cast<int64_t>(n);
+  buckets.clear();
+  count = min = max = 0;
+  if (bytes.empty()) return true;
+  auto fail = [this] {
+    buckets.clear();
+    count = min = max = 0;
+    return false;
+  };
+  uint64_t lo = 0;
+  uint64_t hi = 0;
+  if (!GetVarint(&bytes, &lo) || !GetVarint(&bytes, &hi)) return fail();
+  min = static_cast<int64_t>(lo);
+  max = static_cast<int64_t>(hi);
+  int last = -1;
+  while (!bytes.empty()) {
+    uint64_t bucket = 0;
+    uint64_t n = 0;
+    if (!GetVarint(&bytes, &bucket) || !GetVarint(&bytes, &n)) return fail();
+    if (bucket >= static_cast<uint64_t>(histogram::kBuckets) ||
+        static_cast<int>(bucket) <= last || n == 0) {
+      return fail();
     }
-    if (h.count == 0) return false;
+    last = static_cast<int>(bucket);
+    buckets.emplace_back(last, static_cast<int64_t>(n));
+    count += static_cast<int64_t>(n);
   }
-  *this = std::move(h);
+  if (count == 0) return fail();
   return true;
 }
 
@@ -168,6 +172,14 @@ void LatencyHistogram::Merge(const SparseHistogram& h) {
   min_ = count_ == 0 ? h.min : std::min(min_, h.min);
   max_ = count_ == 0 ? h.max : std::max(max_, h.max);
   count_ += h.count;
+}
+
+void LatencyHistogram::Merge(const LatencyHistogram& h) {
+  if (h.count_ == 0) return;
+  for (int i = 0; i < histogram::kBuckets; ++i) counts_[i] += h.counts_[i];
+  min_ = count_ == 0 ? h.min_ : std::min(min_, h.min_);
+  max_ = count_ == 0 ? h.max_ : std::max(max_, h.max_);
+  count_ += h.count_;
 }
 
 double LatencyHistogram::Percentile(double p) const {
@@ -306,6 +318,17 @@ void UsageStatsBuilder::Accumulator::Add(const UsageRollup& r) {
   ttfb.Merge(r.ttfb);
 }
 
+void UsageStatsBuilder::Accumulator::Merge(const Accumulator& o) {
+  totals.requests += o.totals.requests;
+  totals.errors += o.totals.errors;
+  totals.rate_limited += o.totals.rate_limited;
+  totals.upstream_429 += o.totals.upstream_429;
+  totals.prompt_tokens += o.totals.prompt_tokens;
+  totals.completion_tokens += o.totals.completion_tokens;
+  latency.Merge(o.latency);
+  ttfb.Merge(o.ttfb);
+}
+
 UsageAggregate UsageStatsBuilder::Accumulator::Finish() const {
   UsageAggregate out = totals;
   out.p50_ms = latency.Percentile(50);
@@ -332,11 +355,12 @@ void UsageStatsBuilder::Add(const UsageRecord& record) {
 void UsageStatsBuilder::Add(const UsageRollup& rollup) { AddAt(rollup, rollup.minute * 60); }
 
 void UsageStatsBuilder::AddAt(const UsageRollup& r, int64_t unix_seconds) {
-  all_.Add(r);
-  by_backend_[r.backend_id].Add(r);
-  auto& name = backend_names_[r.backend_id];
-  if (name.second.empty() || unix_seconds >= name.first) name = {unix_seconds, r.backend_name};
-  by_model_[r.model].Add(r);
+  Group& group = groups_[{r.backend_id, r.model}];
+  group.acc.Add(r);
+  if (group.backend_name.empty() || unix_seconds >= group.name_seconds) {
+    group.name_seconds = unix_seconds;
+    group.backend_name = r.backend_name;
+  }
   const int64_t start = BucketStart(unix_seconds);
   if (last_bucket_ == nullptr || start != last_start_) {
     last_start_ = start;
@@ -348,17 +372,31 @@ void UsageStatsBuilder::AddAt(const UsageRollup& r, int64_t unix_seconds) {
 }
 
 UsageStats UsageStatsBuilder::Build() {
+  Accumulator all;
+  std::map<std::string, Accumulator> by_backend;  // by backend id
+  std::map<std::string, std::pair<int64_t, std::string>> names;  // id -> newest name
+  std::map<std::string, Accumulator> by_model;
+  for (const auto& [key, group] : groups_) {
+    const auto& [backend_id, model] = key;
+    all.Merge(group.acc);
+    by_backend[backend_id].Merge(group.acc);
+    by_model[model].Merge(group.acc);
+    auto [it, inserted] = names.try_emplace(backend_id, group.name_seconds, group.backend_name);
+    if (!inserted && group.name_seconds > it->second.first) {
+      it->second = {group.name_seconds, group.backend_name};
+    }
+  }
   UsageStats stats;
-  stats.totals = all_.Finish();
-  for (auto& [id, acc] : by_backend_) {
-    stats.by_backend.push_back(BackendUsage{id, backend_names_[id].second, acc.Finish()});
+  stats.totals = all.Finish();
+  for (auto& [id, acc] : by_backend) {
+    stats.by_backend.push_back(BackendUsage{id, names[id].second, acc.Finish()});
   }
   std::sort(stats.by_backend.begin(), stats.by_backend.end(),
             [](const BackendUsage& a, const BackendUsage& b) {
               if (a.usage.requests != b.usage.requests) return a.usage.requests > b.usage.requests;
               return a.backend_name < b.backend_name;
             });
-  for (auto& [model, acc] : by_model_) stats.by_model.push_back(ModelUsage{model, acc.Finish()});
+  for (auto& [model, acc] : by_model) stats.by_model.push_back(ModelUsage{model, acc.Finish()});
   std::sort(stats.by_model.begin(), stats.by_model.end(),
             [](const ModelUsage& a, const ModelUsage& b) {
               if (a.usage.requests != b.usage.requests) return a.usage.requests > b.usage.requests;

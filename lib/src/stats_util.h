@@ -55,7 +55,8 @@ struct SparseHistogram {
   // A compact byte form for storage: min, max, then (bucket, count) pairs,
   // as LEB128 varints.
   std::string Encode() const;
-  // False (and *this unchanged) when `bytes` is not an Encode() output.
+  // False (and *this empty) when `bytes` is not an Encode() output. Reuses
+  // the buckets' storage.
   bool Decode(std::string_view bytes);
 
   friend bool operator==(const SparseHistogram&, const SparseHistogram&) = default;
@@ -66,6 +67,7 @@ class LatencyHistogram {
  public:
   LatencyHistogram() : counts_(histogram::kBuckets, 0) {}
   void Merge(const SparseHistogram& h);
+  void Merge(const LatencyHistogram& h);
   int64_t count() const { return count_; }
   // Nearest-rank percentile as described above; 0 when empty.
   double Percentile(double p) const;
@@ -161,7 +163,15 @@ class UsageStatsBuilder {
     LatencyHistogram latency;
     LatencyHistogram ttfb;
     void Add(const UsageRollup& r);
+    void Merge(const Accumulator& other);
     UsageAggregate Finish() const;
+  };
+  // One (backend, model): every row lands in one group and one bucket;
+  // totals, by_backend and by_model are merged from the groups at the end.
+  struct Group {
+    std::string backend_name;  // of the newest row
+    int64_t name_seconds = 0;
+    Accumulator acc;
   };
   int64_t BucketStart(int64_t unix_seconds) const;
   // Adds `r` as if all of it happened at `unix_seconds`.
@@ -172,11 +182,7 @@ class UsageStatsBuilder {
   int64_t last_start_ = 0;
   Accumulator* last_bucket_ = nullptr;
   std::map<std::string, int64_t>* last_bucket_backends_ = nullptr;
-  Accumulator all_;
-  std::map<std::string, Accumulator> by_backend_;  // by backend id
-  // Name of each backend id, from its newest minute.
-  std::map<std::string, std::pair<int64_t, std::string>> backend_names_;
-  std::map<std::string, Accumulator> by_model_;
+  std::map<std::pair<std::string, std::string>, Group> groups_;  // by (backend id, model)
   std::map<int64_t, Accumulator> by_bucket_;  // by bucket start (unix seconds)
   std::map<int64_t, std::map<std::string, int64_t>> bucket_backends_;
 };
