@@ -476,39 +476,73 @@ UsageRecord ReadStatsRecord(const SQLite::Statement& s) {
   return r;
 }
 
-std::string_view BlobOf(const SQLite::Column& c) {
-  return std::string_view(static_cast<const char*>(c.getBlob()),
-                          static_cast<size_t>(c.getBytes()));
-}
+// A prepared statement on the C API, for the rollup reads: SQLite::Column
+// copies a shared pointer per column, and a stats query reads ~30,000 rows.
+// Throws SQLite::Exception like SQLiteCpp does.
+class RawStatement {
+ public:
+  RawStatement(SQLite::Database& db, const char* sql) : db_(db.getHandle()) {
+    Check(sqlite3_prepare_v2(db_, sql, -1, &stmt_, nullptr));
+  }
+  ~RawStatement() { sqlite3_finalize(stmt_); }
+  RawStatement(const RawStatement&) = delete;
+  RawStatement& operator=(const RawStatement&) = delete;
+
+  void Bind(int index, int64_t value) { Check(sqlite3_bind_int64(stmt_, index, value)); }
+  void Bind(int index, const std::string& value) {
+    Check(sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()),
+                            SQLITE_TRANSIENT));
+  }
+  // True for a row, false when done.
+  bool Step() {
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc != SQLITE_DONE) Check(rc);
+    return false;
+  }
+  void Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  sqlite3_stmt* get() const { return stmt_; }
+
+ private:
+  void Check(int rc) {
+    if (rc != SQLITE_OK) throw SQLite::Exception(db_, rc);
+  }
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+};
 
 // Reads the current row of a "SELECT SWITCHBOARD_SQLITE_ROLLUP_COLUMNS"
-// statement into `r` (reusing its storage: a day's stats read ~30,000 rows).
-// Throws std::runtime_error for a histogram that does not decode.
-void ReadRollupInto(const SQLite::Statement& s, internal::UsageRollup& r) {
-  r.minute = s.getColumn(0).getInt64();
-  auto assign = [&s](int column, std::string& out) {
-    const SQLite::Column c = s.getColumn(column);
-    out.assign(c.getText(), static_cast<size_t>(c.getBytes()));
+// statement into `r`, reusing its storage. Throws std::runtime_error for a
+// histogram that does not decode.
+void ReadRollupInto(const RawStatement& s, internal::UsageRollup& r) {
+  sqlite3_stmt* st = s.get();
+  auto text = [st](int column, std::string& out) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, column));
+    out.assign(p != nullptr ? p : "", static_cast<size_t>(sqlite3_column_bytes(st, column)));
   };
-  assign(1, r.backend_id);
-  assign(2, r.model);
-  assign(3, r.backend_name);
-  r.requests = s.getColumn(4).getInt64();
-  r.errors = s.getColumn(5).getInt64();
-  r.rate_limited = s.getColumn(6).getInt64();
-  r.upstream_429 = s.getColumn(7).getInt64();
-  r.prompt_tokens = s.getColumn(8).getInt64();
-  r.completion_tokens = s.getColumn(9).getInt64();
-  if (!r.latency.Decode(BlobOf(s.getColumn(10))) || !r.ttfb.Decode(BlobOf(s.getColumn(11)))) {
+  auto blob = [st](int column) {
+    const void* p = sqlite3_column_blob(st, column);
+    const int n = sqlite3_column_bytes(st, column);
+    return p != nullptr ? std::string_view(static_cast<const char*>(p), static_cast<size_t>(n))
+                        : std::string_view();
+  };
+  r.minute = sqlite3_column_int64(st, 0);
+  text(1, r.backend_id);
+  text(2, r.model);
+  text(3, r.backend_name);
+  r.requests = sqlite3_column_int64(st, 4);
+  r.errors = sqlite3_column_int64(st, 5);
+  r.rate_limited = sqlite3_column_int64(st, 6);
+  r.upstream_429 = sqlite3_column_int64(st, 7);
+  r.prompt_tokens = sqlite3_column_int64(st, 8);
+  r.completion_tokens = sqlite3_column_int64(st, 9);
+  if (!r.latency.Decode(blob(10)) || !r.ttfb.Decode(blob(11))) {
     throw std::runtime_error("usage_rollup row for minute " + std::to_string(r.minute) +
                              " has a malformed histogram");
   }
-}
-
-internal::UsageRollup ReadRollup(const SQLite::Statement& s) {
-  internal::UsageRollup r;
-  ReadRollupInto(s, r);
-  return r;
 }
 
 // The slot widths, in minutes, usage_rollup keeps. A day's stats (5-minute
@@ -521,20 +555,20 @@ using RollupCells = std::map<internal::RollupKey, internal::UsageRollup>;
 // merge, write back). REQUIRES: inside a write transaction.
 void MergeRollups(SQLite::Database& db, int span, const RollupCells& cells) {
   if (cells.empty()) return;
-  SQLite::Statement select(db, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
-                               " FROM usage_rollup WHERE span = ?4 AND minute = ?1 AND "
-                               "backend_id = ?2 AND model = ?3");
+  RawStatement select(db, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                         " FROM usage_rollup WHERE span = ?4 AND minute = ?1 AND "
+                         "backend_id = ?2 AND model = ?3");
   SQLite::Statement write(db, "INSERT OR REPLACE INTO usage_rollup (span, " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
                               ") VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
   for (const auto& [key, cell] : cells) {
-    select.reset();
-    select.bind(1, cell.minute);
-    select.bind(2, cell.backend_id);
-    select.bind(3, cell.model);
-    select.bind(4, span);
+    select.Reset();
+    select.Bind(1, cell.minute);
+    select.Bind(2, cell.backend_id);
+    select.Bind(3, cell.model);
+    select.Bind(4, span);
     internal::UsageRollup merged;
-    if (select.executeStep()) {
-      merged = ReadRollup(select);
+    if (select.Step()) {
+      ReadRollupInto(select, merged);
       merged.Merge(cell);
     } else {
       merged = cell;
@@ -855,14 +889,14 @@ class SqliteStorage final : public Storage {
           s.bind(2, ToUnixMillis(segment.to));
           while (s.executeStep()) builder.Add(ReadStatsRecord(s));
         } else {
-          SQLite::Statement s(*db_, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
-                                    " FROM usage_rollup WHERE span = ?3 AND minute >= ?1 AND "
-                                    "minute < ?2");
-          s.bind(1, segment.first_minute);
-          s.bind(2, segment.end_minute);
-          s.bind(3, segment.span_minutes);
+          RawStatement s(*db_, "SELECT " SWITCHBOARD_SQLITE_ROLLUP_COLUMNS
+                               " FROM usage_rollup WHERE span = ?3 AND minute >= ?1 AND "
+                               "minute < ?2");
+          s.Bind(1, segment.first_minute);
+          s.Bind(2, segment.end_minute);
+          s.Bind(3, segment.span_minutes);
           internal::UsageRollup row;
-          while (s.executeStep()) {
+          while (s.Step()) {
             ReadRollupInto(s, row);
             builder.Add(row);
           }
@@ -1103,7 +1137,9 @@ Result<std::unique_ptr<Storage>> OpenSqliteStorage(const SqliteStorageOptions& o
   const std::string what = "open '" + options.path + "'";
   try {
     auto db = std::make_unique<SQLite::Database>(options.path,
-                                                 SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
+                                                 // Every use is under our own mutex.
+                                                 SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE |
+                                                     SQLite::OPEN_NOMUTEX,
                                                  std::max(options.busy_timeout_ms, 0));
     // Refuse a newer schema before changing anything about the file.
     const int version = ReadUserVersion(*db);
