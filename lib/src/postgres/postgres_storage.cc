@@ -3,8 +3,8 @@
 //
 // Why the choices below:
 // - Parameters only: every value travels as a libpq parameter ($1, $2, ...).
-//   The only SQL text built at run time is the placeholder list of a batched
-//   INSERT and the schema name, which goes through PQescapeIdentifier().
+//   The only SQL text built at run time is the placeholder lists of batched
+//   statements and the schema name, quoted as an identifier.
 // - Times are bigint Unix milliseconds, as in SqliteStorage: the same units
 //   everywhere, sortable and indexable, no time-zone conversions.
 // - The API key ciphertext is bytea, stored and returned byte for byte.
