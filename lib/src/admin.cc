@@ -70,8 +70,9 @@ Result<ClientKeyInput> ParseClientKeyInput(std::string_view json) {
   rapidjson::Document doc;
   doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError()) {
-    return InvalidArgumentError(std::string("request body is not valid JSON: ") +
-                                rapidjson::GetParseError_En(doc.GetParseError()) + " at offset " +
+    std::string reason = rapidjson::GetParseError_En(doc.GetParseError());
+    if (!reason.empty() && reason.back() == '.') reason.pop_back();
+    return InvalidArgumentError("request body is not valid JSON: " + reason + " at offset " +
                                 std::to_string(doc.GetErrorOffset()));
   }
   if (!doc.IsObject()) return InvalidArgumentError("request body must be a JSON object");
