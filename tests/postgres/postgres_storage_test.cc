@@ -121,6 +121,44 @@ TEST_CASE("PostgresStorage instances starting together migrate the schema exactl
         std::to_string(PostgresSchemaVersion()));
 }
 
+TEST_CASE("PostgresStorage rebuilds the rollups of stored usage when migrating from version 2",
+          "[postgres]") {
+  const std::string schema = FreshSchemaName();
+  const StatsQuery day{.from = TestEpoch(), .to = TestEpoch() + std::chrono::hours(24),
+                       .bucket_seconds = 300};
+  UsageStats before;
+  {
+    auto store = Open(schema);
+    const Backend b = MakeBackend("old");
+    std::vector<UsageRecord> batch;
+    for (int i = 0; i < 50; ++i) {
+      batch.push_back(MakeUsage(b, TestEpoch() + std::chrono::minutes(7 * i), 200, 10 * i));
+    }
+    REQUIRE(store->AppendUsage(batch).ok());
+    auto stats = store->QueryUsageStats(day);
+    REQUIRE(stats.ok());
+    before = *stats;
+  }
+  // Back to the version 2 schema: minute rollups only, and none of them.
+  RawPostgres raw(RequireTestPostgresUrl());
+  const std::string q = Quoted(schema);
+  raw.Query("DELETE FROM " + q + ".usage_rollup");
+  raw.Query("ALTER TABLE " + q + ".usage_rollup DROP CONSTRAINT usage_rollup_pkey");
+  raw.Query("ALTER TABLE " + q + ".usage_rollup DROP COLUMN span");
+  raw.Query("ALTER TABLE " + q + ".usage_rollup ADD PRIMARY KEY (minute, backend_id, model)");
+  raw.Query("DELETE FROM " + q + ".schema_version WHERE version > 2");
+
+  auto store = Open(schema);
+  auto after = store->QueryUsageStats(day);
+  REQUIRE(after.ok());
+  CHECK(after->totals.requests == 50);
+  CHECK(after->totals == before.totals);
+  CHECK(after->by_backend == before.by_backend);
+  CHECK(after->by_model == before.by_model);
+  CHECK(after->timeseries == before.timeseries);
+  CHECK(raw.Value("SELECT count(DISTINCT span) FROM " + q + ".usage_rollup") == "3");
+}
+
 TEST_CASE("PostgresStorage refuses a schema newer than it understands", "[postgres]") {
   const std::string schema = FreshSchemaName();
   { auto storage = Open(schema); }

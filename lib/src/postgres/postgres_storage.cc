@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
@@ -138,7 +139,7 @@ CREATE TABLE config (
 -- One row per minute, backend and model, maintained by AppendUsage() in the
 -- same transaction as the records, so stats read these instead of the rows.
 CREATE TABLE usage_rollup (
-  minute            bigint NOT NULL,  -- Unix seconds / 60, floored
+  minute            bigint NOT NULL,  -- first minute of the slot (Unix seconds / 60)
   backend_id        text NOT NULL,
   model             text NOT NULL,
   backend_name      text NOT NULL,    -- of the newest record folded in
@@ -165,6 +166,15 @@ CREATE TABLE client_keys (
   revoked_at   bigint            -- Unix ms, NULL while valid
 );
 CREATE UNIQUE INDEX client_keys_live_name ON client_keys (name) WHERE revoked_at IS NULL;
+)sql"},
+    {3, R"sql(
+-- Rollups per slot of `span` minutes (1, 5 and 60): a stats window reads the
+-- coarsest slots that fit. Rebuilt from the records by the step's code.
+ALTER TABLE usage_rollup ADD COLUMN span integer NOT NULL DEFAULT 1;
+ALTER TABLE usage_rollup DROP CONSTRAINT usage_rollup_pkey;
+ALTER TABLE usage_rollup ADD PRIMARY KEY (span, minute, backend_id, model);
+ALTER TABLE usage_rollup ALTER COLUMN span DROP DEFAULT;
+DELETE FROM usage_rollup;
 )sql",
      BackfillUsageRollups},
 };
@@ -769,31 +779,39 @@ using RollupCells = std::map<internal::RollupKey, internal::UsageRollup>;
 // Rollup rows per statement when merging (12 parameters each).
 constexpr size_t kRollupBatch = 1000;
 
-// Folds `cells` into usage_rollup, a chunk of cells in three statements:
+// The slot widths, in minutes, usage_rollup keeps (as SqliteStorage). A
+// day's stats in 5-minute buckets read 288 slots per backend and model
+// instead of 1,440.
+constexpr int kRollupSpans[] = {1, 5, 60};
+
+// Folds `cells` (slots of `span` minutes) into usage_rollup, a chunk of
+// cells in three statements:
 // create the missing rows, lock them all (SELECT ... FOR UPDATE), and write
 // back what C++ merged (histograms cannot be added in SQL). Rows are created
 // and locked in key order, which is the map's order (bytewise, as COLLATE
 // "C"), so concurrent writers wait for each other instead of deadlocking.
 // REQUIRES: inside a transaction.
-Status MergeRollups(Session& s, const RollupCells& cells) {
+Status MergeRollups(Session& s, int span, const RollupCells& cells) {
   std::vector<const internal::UsageRollup*> all;
   all.reserve(cells.size());
   for (const auto& [key, cell] : cells) all.push_back(&cell);
   for (size_t first = 0; first < all.size(); first += kRollupBatch) {
     const size_t n = std::min(kRollupBatch, all.size() - first);
-    Params keys;
+    Params keys;  // $1: the span, then (minute, backend_id, model) per cell
+    keys.Add(span);
     std::string key_rows;
     for (size_t i = 0; i < n; ++i) {
       const internal::UsageRollup& c = *all[first + i];
       keys.Add(c.minute).Add(c.backend_id).Add(c.model);
-      const std::string k = std::to_string(3 * i + 1);
-      const std::string b = std::to_string(3 * i + 2);
-      const std::string m = std::to_string(3 * i + 3);
+      const std::string k = std::to_string(3 * i + 2);
+      const std::string b = std::to_string(3 * i + 3);
+      const std::string m = std::to_string(3 * i + 4);
       key_rows += (i == 0 ? "($" : ", ($") + k + "::bigint, $" + b + "::text, $" + m + "::text)";
     }
     auto created = s.Exec(
-        "INSERT INTO usage_rollup (" SWITCHBOARD_PG_ROLLUP_COLUMNS
-        ") SELECT k.minute, k.backend_id, k.model, '', 0, 0, 0, 0, 0, 0, ''::bytea, ''::bytea "
+        "INSERT INTO usage_rollup (span, " SWITCHBOARD_PG_ROLLUP_COLUMNS
+        ") SELECT $1::integer, k.minute, k.backend_id, k.model, '', 0, 0, 0, 0, 0, 0, "
+        "''::bytea, ''::bytea "
         "FROM (VALUES " + key_rows + ") AS k (minute, backend_id, model) "
         "ORDER BY k.minute, k.backend_id COLLATE \"C\", k.model COLLATE \"C\" "
         "ON CONFLICT DO NOTHING",
@@ -801,7 +819,7 @@ Status MergeRollups(Session& s, const RollupCells& cells) {
     if (!created.ok()) return created.status();
     auto current = s.Exec(
         "SELECT " SWITCHBOARD_PG_ROLLUP_COLUMNS " FROM usage_rollup "
-        "WHERE (minute, backend_id, model) IN (VALUES " + key_rows + ") "
+        "WHERE span = $1 AND (minute, backend_id, model) IN (VALUES " + key_rows + ") "
         "ORDER BY minute, backend_id COLLATE \"C\", model COLLATE \"C\" FOR UPDATE",
         keys);
     if (!current.ok()) return current.status();
@@ -814,8 +832,9 @@ Status MergeRollups(Session& s, const RollupCells& cells) {
     }
     if (merged.size() != n) return InternalError("usage_rollup rows vanished while merging");
     Params values;
+    values.Add(span);
     std::string value_rows;
-    int p = 0;
+    int p = 1;
     for (size_t i = 0; i < n; ++i) {
       const internal::UsageRollup& cell = *all[first + i];
       internal::UsageRollup& m = merged.at({cell.minute, cell.backend_id, cell.model});
@@ -847,7 +866,8 @@ Status MergeRollups(Session& s, const RollupCells& cells) {
         "prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, "
         "latency_hist = v.latency_hist, ttfb_hist = v.ttfb_hist FROM (VALUES " + value_rows +
             ") AS v (" SWITCHBOARD_PG_ROLLUP_COLUMNS ") "
-            "WHERE u.minute = v.minute AND u.backend_id = v.backend_id AND u.model = v.model",
+            "WHERE u.span = $1 AND u.minute = v.minute AND u.backend_id = v.backend_id AND "
+            "u.model = v.model",
         values);
     if (!written.ok()) return written.status();
   }
@@ -874,12 +894,22 @@ Status RollUpRows(Session& s, int64_t from_ms, int64_t to_ms, RollupCells* cells
   return Status::Ok();
 }
 
-// Schema v2: builds the rollups of the usage records already stored.
+// Folds minute cells into every span's rollups, finest first (the same
+// order in every writer, so row locks are always taken in one order).
+Status MergeAllSpans(Session& s, const RollupCells& minute_cells) {
+  for (int span : kRollupSpans) {
+    SWITCHBOARD_RETURN_IF_ERROR(
+        MergeRollups(s, span, span == 1 ? minute_cells : internal::Coarsen(minute_cells, span)));
+  }
+  return Status::Ok();
+}
+
+// Schema v3: builds the rollups of the usage records already stored.
 Status BackfillUsageRollups(Session& s) {
   RollupCells cells;
   SWITCHBOARD_RETURN_IF_ERROR(RollUpRows(s, std::numeric_limits<int64_t>::min(),
                                          std::numeric_limits<int64_t>::max(), &cells));
-  return MergeRollups(s, cells);
+  return MergeAllSpans(s, cells);
 }
 
 ClientKey ReadClientKey(const Row& row) {
@@ -1100,7 +1130,7 @@ class PostgresStorage final : public Storage {
                           p);
           if (!r.ok()) return r.status();
         }
-        return MergeRollups(s, cells);
+        return MergeAllSpans(s, cells);
       });
     });
   }
@@ -1130,37 +1160,40 @@ class PostgresStorage final : public Storage {
     if (query.bucket_seconds < 1) {
       return InvalidArgumentError("bucket_seconds must be >= 1", "bucket_seconds");
     }
-    const internal::StatsPlan plan = internal::PlanStats(query);
+    const std::vector<internal::StatsSegment> plan =
+        internal::PlanTieredStats(query, {std::begin(kRollupSpans), std::end(kRollupSpans)});
     return Run<Result<UsageStats>>("query usage stats", [&](Session& s) -> Result<UsageStats> {
       internal::UsageStatsBuilder builder(query.bucket_seconds);
-      auto add_rows = [&](SystemTime from, SystemTime to) -> Status {
-        if (from >= to) return Status::Ok();
-        auto r = s.Exec("SELECT " SWITCHBOARD_PG_STATS_COLUMNS
-                        " FROM usage WHERE time >= $1 AND time < $2",
-                        Params().Add(from).Add(to));
-        if (!r.ok()) return r.status();
-        for (int i = 0; i < PQntuples(r->get()); ++i) {
-          builder.Add(ReadStatsRecord(Row(r->get(), i)));
-        }
-        return Status::Ok();
-      };
-      // One snapshot for the rollups and the edge records.
+      // One snapshot for every segment. The coarsest slots that fit, finer
+      // ones towards the edges, and the records themselves for the partial
+      // minutes at either end.
       const Status read = InTransaction(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                                         [&]() -> Status {
-        if (!plan.use_rollups) return add_rows(query.from, query.to);
-        // Whole minutes from the rollups, the partial minutes at the edges
-        // from the records themselves.
-        SWITCHBOARD_RETURN_IF_ERROR(add_rows(query.from, plan.rollup_from));
-        auto r = s.Exec("SELECT " SWITCHBOARD_PG_ROLLUP_COLUMNS
-                        " FROM usage_rollup WHERE minute >= $1 AND minute < $2",
-                        Params().Add(plan.first_minute).Add(plan.end_minute));
-        if (!r.ok()) return r.status();
-        for (int i = 0; i < PQntuples(r->get()); ++i) {
-          auto rollup = ReadRollup(Row(r->get(), i));
-          if (!rollup.ok()) return rollup.status();
-          builder.Add(*rollup);
+        for (const internal::StatsSegment& segment : plan) {
+          if (segment.span_minutes == 0) {
+            auto r = s.Exec("SELECT " SWITCHBOARD_PG_STATS_COLUMNS
+                            " FROM usage WHERE time >= $1 AND time < $2",
+                            Params().Add(segment.from).Add(segment.to));
+            if (!r.ok()) return r.status();
+            for (int i = 0; i < PQntuples(r->get()); ++i) {
+              builder.Add(ReadStatsRecord(Row(r->get(), i)));
+            }
+            continue;
+          }
+          auto r = s.Exec("SELECT " SWITCHBOARD_PG_ROLLUP_COLUMNS
+                          " FROM usage_rollup WHERE span = $3 AND minute >= $1 AND minute < $2",
+                          Params()
+                              .Add(segment.first_minute)
+                              .Add(segment.end_minute)
+                              .Add(segment.span_minutes));
+          if (!r.ok()) return r.status();
+          for (int i = 0; i < PQntuples(r->get()); ++i) {
+            auto rollup = ReadRollup(Row(r->get(), i));
+            if (!rollup.ok()) return rollup.status();
+            builder.Add(*rollup);
+          }
         }
-        return add_rows(plan.rollup_to, query.to);
+        return Status::Ok();
       });
       if (!read.ok()) return read;
       return builder.Build();
@@ -1174,18 +1207,33 @@ class PostgresStorage final : public Storage {
         auto r = s.Exec("DELETE FROM usage WHERE time < $1", Params().Add(cutoff));
         if (!r.ok()) return r.status();
         deleted = AffectedRows(r->get());
-        // Rollups of the minutes wholly before the cutoff go; the minute
-        // holding the cutoff is rebuilt from the records that remain in it.
+        // Rollup slots wholly before the cutoff go; a slot holding the
+        // cutoff is rebuilt from the records that remain in it.
+        const int64_t cutoff_ms = ToUnixMillis(cutoff);
         const int64_t cut_minute = internal::MinuteOf(cutoff);
-        const bool partial = ToUnixMillis(cutoff) != cut_minute * 60000;
-        auto rollups = s.Exec("DELETE FROM usage_rollup WHERE minute < $1",
-                              Params().Add(partial ? cut_minute + 1 : cut_minute));
-        if (!rollups.ok()) return rollups.status();
-        if (!partial) return Status::Ok();
-        RollupCells cells;
-        SWITCHBOARD_RETURN_IF_ERROR(
-            RollUpRows(s, cut_minute * 60000, (cut_minute + 1) * 60000, &cells));
-        return MergeRollups(s, cells);
+        RollupCells rest;  // minute cells of the records left in the widest slot
+        bool rest_read = false;
+        for (int span : kRollupSpans) {
+          const int64_t slot = internal::SlotStart(cut_minute, span);
+          const bool partial = cutoff_ms != slot * 60000;
+          auto dropped = s.Exec("DELETE FROM usage_rollup WHERE span = $1 AND minute < $2",
+                                Params().Add(span).Add(partial ? slot + span : slot));
+          if (!dropped.ok()) return dropped.status();
+          if (!partial) continue;
+          if (!rest_read) {  // the widest span's slot holds every smaller one's
+            const int widest = kRollupSpans[std::size(kRollupSpans) - 1];
+            const int64_t from = internal::SlotStart(cut_minute, widest);
+            SWITCHBOARD_RETURN_IF_ERROR(RollUpRows(s, from * 60000, (from + widest) * 60000, &rest));
+            rest_read = true;
+          }
+          RollupCells in_slot;
+          for (const auto& [key, cell] : rest) {
+            if (internal::SlotStart(cell.minute, span) == slot) in_slot.emplace(key, cell);
+          }
+          SWITCHBOARD_RETURN_IF_ERROR(
+              MergeRollups(s, span, span == 1 ? in_slot : internal::Coarsen(in_slot, span)));
+        }
+        return Status::Ok();
       });
       if (!status.ok()) return status;
       return deleted;
