@@ -1,7 +1,12 @@
 #include "cli.h"
 
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 
 #include "switchboard/postgres_storage.h"
 
@@ -10,6 +15,7 @@ namespace switchboard::server {
 namespace {
 
 constexpr int kMaxDrainSeconds = 3600;
+constexpr int kMaxTimeoutSeconds = 3600;
 
 Cli UsageError(std::string message) {
   Cli cli;
@@ -66,6 +72,37 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
     if (flag == "--demo") {
       if (inline_value) return UsageError("--demo takes no value");
       o.demo = true;
+      continue;
+    }
+    // Timeouts, in whole seconds.
+    struct TimeoutFlag {
+      const char* name;
+      std::chrono::nanoseconds* nanos;  // one of these two is set
+      std::chrono::milliseconds* millis;
+      int min;
+    };
+    const TimeoutFlag timeouts[] = {
+        {"--header-timeout", nullptr, &o.http.header_timeout, 1},
+        {"--body-timeout", nullptr, &o.http.body_timeout, 1},
+        {"--idle-timeout", nullptr, &o.http.keep_alive_timeout, 1},
+        {"--connect-timeout", &o.proxy.connect_timeout, nullptr, 1},
+        {"--request-timeout", &o.proxy.request_timeout, nullptr, 0},
+    };
+    const TimeoutFlag* timeout = nullptr;
+    for (const TimeoutFlag& t : timeouts) {
+      if (flag == t.name) timeout = &t;
+    }
+    if (timeout != nullptr) {
+      std::optional<std::string> v = value();
+      if (!v) return UsageError(flag + " needs a value");
+      std::optional<int> seconds = ParseInt(*v);
+      if (!seconds || *seconds < timeout->min || *seconds > kMaxTimeoutSeconds) {
+        return UsageError(flag + " must be a whole number of seconds from " +
+                          std::to_string(timeout->min) + " to " +
+                          std::to_string(kMaxTimeoutSeconds));
+      }
+      if (timeout->nanos != nullptr) *timeout->nanos = std::chrono::seconds(*seconds);
+      if (timeout->millis != nullptr) *timeout->millis = std::chrono::seconds(*seconds);
       continue;
     }
     std::string* target = nullptr;
@@ -148,6 +185,21 @@ Cli ParseRotate(const std::vector<std::string>& args, size_t first, const EnvLoo
 
 }  // namespace
 
+std::string HardenProcess() {
+  std::string problems;
+  const rlimit no_core{0, 0};
+  if (::setrlimit(RLIMIT_CORE, &no_core) != 0) {
+    problems += std::string("setrlimit(RLIMIT_CORE): ") + std::strerror(errno);
+  }
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    if (!problems.empty()) problems += "; ";
+    problems += std::string("prctl(PR_SET_DUMPABLE): ") + std::strerror(errno);
+  }
+#endif
+  return problems;
+}
+
 std::optional<std::string> GetEnv(const std::string& name) {
   const char* value = std::getenv(name.c_str());
   if (value == nullptr) return std::nullopt;
@@ -207,6 +259,16 @@ std::string ServeHelpText() {
          "                          --db the store lives in a temporary directory\n"
          "  --drain-seconds N       on SIGTERM/SIGINT, let requests finish for up to N\n"
          "                          seconds (default 10)\n"
+         "  --header-timeout N      a request's line and headers must arrive within N\n"
+         "                          seconds (default 10)\n"
+         "  --body-timeout N        a request's body must arrive within N seconds of its\n"
+         "                          headers (default 60)\n"
+         "  --idle-timeout N        close a keep-alive connection idle for N seconds\n"
+         "                          (default 5)\n"
+         "  --connect-timeout N     upstream connect timeout in seconds (default 10)\n"
+         "  --request-timeout N     deadline for a whole proxied request across all its\n"
+         "                          attempts, in seconds; 0: the sum of the backends'\n"
+         "                          timeouts (default 0)\n"
          "  -h, --help              print this help\n"
          "\n"
          "Environment:\n"

@@ -44,6 +44,8 @@ std::optional<std::string> GetEnv(const std::string& name);
 // Parses the arguments after the program name:
 //   switchboard serve [--listen HOST:PORT] [--db PATH] [--master-key-file PATH] [--admin-token-file PATH]
 //                     [--import FILE] [--demo] [--drain-seconds N]
+//                     [--header-timeout N] [--body-timeout N] [--idle-timeout N]
+//                     [--connect-timeout N] [--request-timeout N]
 //   switchboard rotate-master-key --new-master-key-file PATH [--db PATH | --store URL]
 //                                 [--master-key-file PATH]
 //   switchboard --version | --help | serve --help | rotate-master-key --help
@@ -66,6 +68,15 @@ struct ListenAddress {
 Result<ListenAddress> ParseListenAddress(std::string_view text);
 // "HOST:PORT", bracketing an IPv6 host.
 std::string FormatHostPort(const std::string& host, int port);
+
+// Makes the process safer to hold secrets in, before any thread or secret
+// exists: no core dumps (RLIMIT_CORE 0, soft and hard) and not dumpable
+// (PR_SET_DUMPABLE 0), so neither a crash nor another process of the same
+// user (ptrace, /proc/<pid>/mem, /proc/<pid>/environ with
+// SWITCHBOARD_MASTER_KEY) can read the master key or API keys. Sanitizer
+// builds stay dumpable: LeakSanitizer stops the world through ptrace.
+// Returns what could not be done ("" when everything was).
+std::string HardenProcess();
 
 // "a, b,,c" -> {"a", "b", "c"}: comma-separated, trimmed, empty ones dropped.
 std::vector<std::string> SplitKeys(std::string_view text);

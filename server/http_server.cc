@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -82,6 +83,10 @@ int PollOne(int fd, short events, milliseconds timeout) {
     timeout = std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now());
     if (timeout.count() <= 0) return 0;
   }
+}
+
+bool IsChunked(const httplib::Request& req) {
+  return strcasecmp(req.get_header_value("Transfer-Encoding").c_str(), "chunked") == 0;
 }
 
 void SetNoDelay(int fd) {
@@ -229,11 +234,31 @@ class HttpServer::SocketStream final : public httplib::Stream {
   // A read timed out or failed: the connection is done, whatever httplib
   // answered (it answers a header timeout with 400 and would read on).
   bool failed() const { return failed_; }
+  // Whether anything was written since BeginHeaders().
+  bool wrote() const { return wrote_; }
+  // The status a malformed or oversized request head earns (431 or 400), 0
+  // when the head was fine so far.
+  int head_error() const { return head_error_; }
   void BeginHeaders(SteadyClock::time_point deadline) {
     header_deadline_ = deadline;
     in_headers_ = true;
+    wrote_ = false;
+    head_error_ = 0;
+    head_bytes_ = 0;
+    header_lines_ = 0;
+    line_length_ = 0;
+    after_cr_ = false;
+    first_line_ = true;
   }
-  void EndHeaders() { in_headers_ = false; }
+  // The headers are in: the body (if any) gets body_timeout from now, and a
+  // chunked one has its framing checked as it is read.
+  void EndHeaders(bool chunked) {
+    in_headers_ = false;
+    body_deadline_ = SteadyClock::now() + options_.body_timeout;
+    chunk_state_ = chunked ? ChunkState::kSize : ChunkState::kNone;
+    chunk_digits_ = 0;
+    chunk_left_ = 0;
+  }
 
   bool is_readable() const override {
     return buffered() || PollOne(sock_, POLLIN, ReadTimeout()) > 0;
@@ -252,12 +277,17 @@ class HttpServer::SocketStream final : public httplib::Stream {
       end_ = static_cast<size_t>(n);
     }
     const size_t n = std::min(size, end_ - pos_);
+    if (in_headers_ ? !CheckHead(buf_ + pos_, n) : !CheckChunks(buf_ + pos_, n)) {
+      failed_ = true;
+      return -1;
+    }
     std::memcpy(ptr, buf_ + pos_, n);
     pos_ += n;
     return static_cast<ssize_t>(n);
   }
 
   ssize_t write(const char* ptr, size_t size) override {
+    wrote_ = true;
     const auto deadline = SteadyClock::now() + options_.write_timeout;
     for (;;) {
       const ssize_t n = ::send(sock_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -289,9 +319,100 @@ class HttpServer::SocketStream final : public httplib::Stream {
 
  private:
   milliseconds ReadTimeout() const {
-    if (!in_headers_) return options_.read_timeout;
-    return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(header_deadline_ -
-                                                                              SteadyClock::now()));
+    const auto left = [](SteadyClock::time_point deadline) {
+      return std::max(milliseconds(0),
+                      std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()));
+    };
+    if (in_headers_) return left(header_deadline_);
+    return std::min(options_.read_timeout, left(body_deadline_));
+  }
+
+  // Checks the bytes of a request head as httplib takes them (it reads the
+  // head a byte at a time, and the body only after EndHeaders()). httplib
+  // itself accepts any number of fields, a request line of any length (it
+  // buffers it whole), bare CRs and folded lines; we refuse them here.
+  // False (with head_error_ set) at the first violation.
+  bool CheckHead(const char* data, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const unsigned char c = static_cast<unsigned char>(data[i]);
+      if (++head_bytes_ > options_.max_header_bytes) return HeadError(431);
+      if (after_cr_ && c != '\n') return HeadError(400);  // a bare CR
+      after_cr_ = c == '\r';
+      if (c == '\r') continue;
+      if (c == '\n') {
+        if (line_length_ > 0) {
+          if (first_line_) {
+            first_line_ = false;  // the request line
+          } else if (++header_lines_ > options_.max_header_count) {
+            return HeadError(431);
+          }
+        }
+        line_length_ = 0;
+        continue;
+      }
+      // A field line starting with whitespace is an obsolete line folding.
+      if (line_length_ == 0 && !first_line_ && (c == ' ' || c == '\t')) return HeadError(400);
+      if ((c < 0x20 && c != '\t') || c == 0x7f) return HeadError(400);
+      ++line_length_;
+    }
+    return true;
+  }
+
+  // Checks a chunked body's framing as httplib takes it: a chunk size is
+  // 1-16 hex digits, then optional whitespace and ";extensions", then CRLF
+  // (httplib's strtoul would take "0x10", " 10" or "10 junk"). False at the
+  // first violation; the body read then fails and the request gets 400.
+  bool CheckChunks(const char* data, size_t n) {
+    for (size_t i = 0; i < n && chunk_state_ != ChunkState::kNone; ++i) {
+      const char c = data[i];
+      switch (chunk_state_) {
+        case ChunkState::kSize:
+          if (std::isxdigit(static_cast<unsigned char>(c))) {
+            if (chunk_digits_ < 0 || ++chunk_digits_ > 16) return false;
+            chunk_left_ = chunk_left_ * 16 +
+                          static_cast<uint64_t>(std::isdigit(static_cast<unsigned char>(c))
+                                                    ? c - '0'
+                                                    : std::tolower(c) - 'a' + 10);
+          } else if (chunk_digits_ > 0 && (c == ' ' || c == '\t')) {
+            chunk_digits_ = -1;  // only whitespace or ';' may follow
+          } else if (chunk_digits_ != 0 && c == ';') {
+            chunk_state_ = ChunkState::kExtension;
+          } else if (chunk_digits_ != 0 && c == '\r') {
+            chunk_state_ = ChunkState::kSizeLf;
+          } else {
+            return false;
+          }
+          break;
+        case ChunkState::kExtension:
+          if (c == '\r') chunk_state_ = ChunkState::kSizeLf;
+          if (c == '\n') return false;
+          break;
+        case ChunkState::kSizeLf:
+          if (c != '\n') return false;
+          chunk_digits_ = 0;
+          chunk_state_ = chunk_left_ == 0 ? ChunkState::kNone : ChunkState::kData;
+          break;
+        case ChunkState::kData:
+          if (--chunk_left_ == 0) chunk_state_ = ChunkState::kDataCr;
+          break;
+        case ChunkState::kDataCr:
+          if (c != '\r') return false;
+          chunk_state_ = ChunkState::kDataLf;
+          break;
+        case ChunkState::kDataLf:
+          if (c != '\n') return false;
+          chunk_state_ = ChunkState::kSize;
+          break;
+        case ChunkState::kNone:
+          break;
+      }
+    }
+    return true;
+  }
+
+  bool HeadError(int status) {
+    head_error_ = status;
+    return false;
   }
 
   // One recv() once the socket is readable: >0 bytes, 0 at the end, -1 on
@@ -316,14 +437,70 @@ class HttpServer::SocketStream final : public httplib::Stream {
   const socket_t sock_;
   const HttpServerOptions& options_;
   SteadyClock::time_point header_deadline_{};
+  SteadyClock::time_point body_deadline_{};
   bool in_headers_ = false;
   bool failed_ = false;
+  bool wrote_ = false;
+  // The head check's state (see CheckHead).
+  int head_error_ = 0;
+  size_t head_bytes_ = 0;
+  size_t header_lines_ = 0;
+  size_t line_length_ = 0;
+  bool after_cr_ = false;
+  bool first_line_ = true;
+  // The chunked-body check's state (see CheckChunks); kNone once the last
+  // chunk's size line is in (trailers are left to httplib) or when the body
+  // is not chunked.
+  enum class ChunkState { kNone, kSize, kExtension, kSizeLf, kData, kDataCr, kDataLf };
+  ChunkState chunk_state_ = ChunkState::kNone;
+  int chunk_digits_ = 0;  // -1: whitespace after the digits
+  uint64_t chunk_left_ = 0;
   char buf_[16 * 1024];
   size_t pos_ = 0;
   size_t end_ = 0;
 };
 
 // --- HttpServer --------------------------------------------------------------
+
+namespace {
+
+// 400 for conflicting framing (Content-Length with Transfer-Encoding, or
+// Content-Length values that differ), 501 for a transfer coding other than
+// a lone "chunked", 0 when the framing is unambiguous. RFC 9112 6.1, 6.3.
+int FramingError(const httplib::Request& req) {
+  const size_t encodings = req.get_header_value_count("Transfer-Encoding");
+  const size_t lengths = req.get_header_value_count("Content-Length");
+  if (encodings > 0 && lengths > 0) return 400;
+  if (encodings > 1) return 501;
+  if (encodings == 1 && strcasecmp(req.get_header_value("Transfer-Encoding").c_str(), "chunked")) {
+    return 501;
+  }
+  for (size_t i = 1; i < lengths; ++i) {
+    if (req.get_header_value("Content-Length", i) != req.get_header_value("Content-Length", 0)) {
+      return 400;
+    }
+  }
+  return 0;
+}
+
+// A minimal response for a request whose head httplib never parsed.
+void WriteHeadError(httplib::Stream& stream, int status) {
+  const char* reason = status == 431 ? "Request Header Fields Too Large" : "Bad Request";
+  const std::string message = status == 431 ? "The request line or headers are too large."
+                                            : "The request line or headers are malformed.";
+  const std::string body = R"({"error":{"message":")" + message +
+                           R"(","type":"invalid_request_error","param":null,"code":")" +
+                           (status == 431 ? "request_header_fields_too_large" : "bad_request") +
+                           R"("}})";
+  const std::string head = "HTTP/1.1 " + std::to_string(status) + " " + reason +
+                           "\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                           "Content-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n";
+  stream.write(head.data(), head.size());
+  stream.write(body.data(), body.size());
+}
+
+}  // namespace
 
 HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options)) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -346,6 +523,15 @@ HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options))
   set_socket_options([](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // Body framing a proxy in front of us could read differently (request
+  // smuggling): refused before any handler or body read.
+  set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    const int status = FramingError(req);
+    if (status == 0) return HandlerResponse::Unhandled;
+    res.status = status;
+    CloseConnectionAfter(res);
+    return HandlerResponse::Handled;
   });
   // Runs just before the response head is written: a response that ends its
   // connection says so, including one whose request began before a drain.
@@ -519,7 +705,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
     bool connection_closed = false;
     ok = process_request(stream, close_connection, connection_closed,
                          [&stream](httplib::Request& req) {
-                           stream.EndHeaders();
+                           stream.EndHeaders(IsChunked(req));
                            // We never compress (a gzip'd SSE stream would be
                            // buffered) and never serve byte ranges.
                            req.headers.erase("Accept-Encoding");
@@ -527,6 +713,13 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
                          });
     --active_requests_;
     ++served;
+    if (stream.head_error() != 0) {
+      // httplib answers a bad header field with 400 itself, but a bad or
+      // endless request line with nothing.
+      if (!stream.wrote()) WriteHeadError(stream, stream.head_error());
+      linger = true;
+      break;
+    }
     if (tl_close_after) {
       linger = ok;
       break;
@@ -576,11 +769,6 @@ void CloseConnectionAfter(httplib::Response& res) {
   res.set_header("Connection", "close");
 }
 
-namespace {
-bool IsChunked(const httplib::Request& req) {
-  return strcasecmp(req.get_header_value("Transfer-Encoding").c_str(), "chunked") == 0;
-}
-}  // namespace
 
 bool HasRequestBody(const httplib::Request& req) {
   if (IsChunked(req)) return true;
@@ -613,6 +801,16 @@ BodyRead ReadBody(const httplib::Request& req, httplib::Response& res,
     if (body->size() + n > static_cast<uint64_t>(limit)) {
       too_large = true;
       return false;
+    }
+    if (body->size() + n > body->capacity()) {
+      // Double, but jump straight to the limit past a quarter of it: the
+      // last copy then moves at most half the limit, and a body that ends
+      // over the limit never holds more than the limit (doubling would hold
+      // 1.6x it, with the old buffer, while copying).
+      const size_t cap = static_cast<size_t>(limit);
+      size_t next = std::max<size_t>({body->capacity() * 2, body->size() + n, 64 * 1024});
+      if (next > cap / 2) next = cap;
+      body->reserve(std::max(next, body->size() + n));
     }
     body->append(data, n);
     return true;

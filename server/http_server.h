@@ -87,12 +87,21 @@ struct HttpServerOptions {
   // From the first byte of a request (the accept, for a connection's first
   // request) to the end of its headers, however slowly they trickle in.
   std::chrono::milliseconds header_timeout = std::chrono::seconds(10);
+  // From the end of a request's headers to the end of its body, however
+  // slowly it trickles in.
+  std::chrono::milliseconds body_timeout = std::chrono::seconds(60);
   // Longest gap between two reads of a request body.
   std::chrono::milliseconds read_timeout = std::chrono::seconds(30);
   // Longest a write waits for the client to take bytes.
   std::chrono::milliseconds write_timeout = std::chrono::seconds(30);
   // An idle keep-alive connection is closed after this long.
   std::chrono::milliseconds keep_alive_timeout = std::chrono::seconds(5);
+  // Largest request line + headers, in bytes; beyond it the request is
+  // refused (431) and its connection closed.
+  size_t max_header_bytes = 32 * 1024;
+  // Most header fields in one request; beyond it the request is refused
+  // (431) and its connection closed.
+  size_t max_header_count = 100;
   // Requests served on one connection before it is closed.
   size_t max_requests_per_connection = 10000;
   // Connections the kernel queues before accept() (capped by somaxconn).
@@ -103,8 +112,13 @@ struct HttpServerOptions {
 // detection, slow-client timeouts and a graceful drain. Register handlers as
 // with httplib::Server; handlers run on the connection's thread and may call
 // ClientGone(), CurrentSocket() and CloseConnectionAfter().
-// HttpServer sets httplib's post-routing handler itself (to mark responses
-// that close their connection); do not replace it. Thread-safe as
+// HttpServer sets httplib's pre-routing handler (to refuse ambiguous body
+// framing) and post-routing handler (to mark responses that close their
+// connection) itself; do not replace them.
+// Request heads are checked as they arrive: too large or too many fields is
+// 431, a bare CR, a control character, an obsolete line folding, conflicting
+// Content-Length values or Content-Length with Transfer-Encoding is 400, a
+// transfer coding other than chunked is 501; each closes the connection. Thread-safe as
 // httplib::Server is: configure, then listen on one thread and stop from any.
 class HttpServer : public httplib::Server {
  public:

@@ -23,6 +23,10 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // No core dumps, not dumpable: the master key and API keys stay in memory.
+  if (const std::string problem = sbs::HardenProcess(); !problem.empty()) {
+    std::fprintf(stderr, "switchboard: warning: %s\n", problem.c_str());
+  }
 
   const std::vector<std::string> args(argv + 1, argv + argc);
   sbs::Cli cli = sbs::ParseCommandLine(args, sbs::GetEnv);

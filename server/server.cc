@@ -282,7 +282,7 @@ Status Server::Start() {
   admin_api_ = std::make_unique<AdminApi>(*admin_, *admin_auth_);
 
   metrics_ = std::make_unique<Metrics>();
-  ProxyOptions proxy_options;
+  ProxyOptions proxy_options = options_.proxy;
   proxy_ = std::make_unique<Proxy>(*router_, *upstream_, cipher_.get(), writer_.get(),
                                    Clock::Real(), proxy_options, metrics_.get());
 

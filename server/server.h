@@ -79,6 +79,9 @@ struct ServerOptions {
   // their streams are ended with an error event.
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);
   HttpServerOptions http;
+  // Upstream connect timeout and the deadline for a whole request across
+  // attempts (--connect-timeout, --request-timeout).
+  ProxyOptions proxy;
   // The upstream client; not owned, must outlive the server. Null: libcurl.
   UpstreamClient* upstream = nullptr;
 };
