@@ -3,11 +3,13 @@
 // unexpected one (std::bad_alloc, a bug) becomes SB_INTERNAL with a message.
 #include "switchboard/c_api.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
