@@ -15,6 +15,7 @@ const state = {
   session: 0,          // bumped on sign-in/out; late responses of an old session are dropped
   backends: [],
   pools: [],
+  keys: [],            // client keys as listed (never the keys themselves)
   editing: null,       // the backend being edited, null when creating
   refreshing: false,
   refreshAgain: false, // a refresh was asked for while one ran
@@ -240,16 +241,18 @@ function signOut(message = '') {
 // Nothing from the old session stays in the page.
 function clearDashboard() {
   for (const container of [$('#backends-table tbody'), $('#usage-table'), $('#cooldowns-table tbody'),
-                           $('#pools')]) {
+                           $('#keys-table tbody'), $('#pools')]) {
     reconcile(container, [], () => '', () => null);
   }
   for (const chart of Object.values(state.charts)) chart.destroy();
   state.charts = {};
   state.backends = [];
+  state.keys = [];
   state.usage.clear();
   state.expanded.clear();
   $$('#totals [data-total]').forEach((dd) => { dd.textContent = '–'; });
   $('#last-updated').textContent = '';
+  hideCreatedKey();
 }
 
 // --- Refresh -------------------------------------------------------------------
@@ -281,6 +284,7 @@ const refreshPools = () => load('/admin/pools', renderPools);
 const refreshStats = () => load(`/admin/stats?window=${prefs.window}`, renderStats);
 const refreshUsage = () => load('/admin/usage?limit=50', renderUsage);
 const refreshCooldowns = () => load('/admin/cooldowns?limit=20', renderCooldowns);
+const refreshKeys = () => load('/admin/keys', renderKeys);
 
 async function refreshAll() {
   if (!state.token) return;
@@ -293,7 +297,8 @@ async function refreshAll() {
   const session = state.session;
   try {
     const results = await Promise.allSettled(
-        [refreshBackends(), refreshPools(), refreshStats(), refreshUsage(), refreshCooldowns()]);
+        [refreshBackends(), refreshPools(), refreshStats(), refreshUsage(), refreshCooldowns(),
+         refreshKeys()]);
     if (session !== state.session) return;
     const failure = results.find((r) => r.status === 'rejected');
     const status = $('#last-updated');
@@ -653,6 +658,58 @@ function renderCooldowns(body) {
   $('#cooldowns-empty').hidden = body.data.length > 0;
 }
 
+// --- Client keys ---------------------------------------------------------------
+
+function renderKeys(body) {
+  state.keys = body.data;
+  reconcile($('#keys-table tbody'), body.data, (k) => k.id, (k) => el('tr',
+      {dataset: {keyId: k.id}, 'data-testid': 'key-row'},
+    cell('Name', el('span', {class: 'strong', text: k.name})),
+    cell('Key', el('span', {class: 'nowrap', text: k.hint ? `sbk_…${k.hint.replace(/^\.{3}/, '')}` : '—'})),
+    cell('Created', fmtTime(k.created_at)),
+    cell('Last used', k.last_used_at ? fmtTime(k.last_used_at) : 'never'),
+    cell('Status', k.revoked ? badge('revoked', 'disabled') : badge('active', 'healthy')),
+    cell('Actions', k.revoked ? '' : el('button', {type: 'button', class: 'small danger',
+        dataset: {action: 'revoke'}, 'aria-label': `Revoke ${k.name}`, title: `Revoke ${k.name}`},
+        'Revoke'))));
+  $('#keys-empty').hidden = body.data.length > 0;
+}
+
+function hideCreatedKey() {
+  $('#key-secret').textContent = '';
+  $('#key-created').hidden = true;
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const input = $('#key-name');
+  const button = $('#key-form button[type="submit"]');
+  button.disabled = true;
+  try {
+    const created = await api('POST', '/admin/keys', {name: input.value.trim()});
+    $('#key-created-name').textContent = created.name;
+    $('#key-secret').textContent = created.key;  // shown this once, kept nowhere
+    $('#key-created').hidden = false;
+    input.value = '';
+    toast(`Client key ${created.name} created`, 'success');
+  } catch (err) {
+    if (err.status !== 401) toast(err.message, 'error');
+  } finally {
+    button.disabled = false;
+  }
+  await refreshAll();
+}
+
+function onKeysClick(event) {
+  const button = event.target.closest('button[data-action="revoke"]');
+  const row = button?.closest('tr[data-key-id]');
+  const key = row && state.keys.find((k) => k.id === row.dataset.keyId);
+  if (!key) return;
+  if (!window.confirm(`Revoke client key "${key.name}"? Requests with it fail at once.`)) return;
+  act(button, () => api('DELETE', `/admin/keys/${encodeURIComponent(key.id)}`),
+      `${key.name} revoked`);
+}
+
 // --- Create / edit form --------------------------------------------------------
 
 const TEXT_FIELDS = ['name', 'label', 'api_base_url', 'api', 'pool'];
@@ -829,6 +886,9 @@ function init() {
   $('#new-backend').addEventListener('click', () => openForm(null));
   $('#backends-table').addEventListener('click', onBackendsClick);
   $('#usage-table').addEventListener('click', onUsageClick);
+  $('#keys-table').addEventListener('click', onKeysClick);
+  $('#key-form').addEventListener('submit', createKey);
+  $('#key-dismiss').addEventListener('click', hideCreatedKey);
   $('#backend-form').addEventListener('submit', submitForm);
   $('#backend-form').addEventListener('input', onFormInput);
   $('#cancel').addEventListener('click', () => $('#backend-dialog').close());

@@ -448,6 +448,31 @@ describe('dashboard', () => {
     assert.ok(fs.statSync(target).size > 10_000);
   });
 
+  it('creates a client key, shows it once, and revokes it at once', async () => {
+    await page.fill('#key-name', 'browser-app');
+    await page.click('#key-form button[type="submit"]');
+    await page.locator('#key-created').waitFor({state: 'visible'});
+    const secret = await page.textContent('#key-secret');
+    assert.match(secret, /^sbk_[0-9a-f]{48}$/);
+    const row = page.locator('#keys-table tr[data-testid="key-row"]', {hasText: 'browser-app'});
+    await row.waitFor();
+    assert.match(await row.textContent(), /active/);
+    assert.ok(!(await row.textContent()).includes(secret), 'the list never shows the key');
+    // The proxy now wants a key, and takes this one.
+    const models = (key) => fetch(`${server.base}/v1/models`,
+        {headers: key ? {Authorization: `Bearer ${key}`} : {}}).then((r) => r.status);
+    assert.equal(await models(null), 401);
+    assert.equal(await models(secret), 200);
+    await page.click('#key-dismiss');
+    assert.equal(await page.locator('#key-created').isVisible(), false);
+    assert.equal(await page.textContent('#key-secret'), '');
+
+    page.once('dialog', (dialog) => dialog.accept());
+    await row.locator('button[data-action="revoke"]').click();
+    await row.locator('.badge', {hasText: 'revoked'}).waitFor();
+    assert.equal(await models(secret), 401);
+  });
+
   it('fits a 375 px wide screen without horizontal overflow', async () => {
     await page.setViewportSize(PHONE);
     await page.waitForFunction(
