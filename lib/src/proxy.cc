@@ -12,6 +12,7 @@
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "json/json_scan.h"
 #include "switchboard/json.h"
 #include "translate/translate.h"
 
@@ -415,6 +416,19 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     return refuse(400, "request body is not a valid JSON object", "invalid_request_error",
                   "invalid_json");
   }
+  // One "model" and one "stream": JSON parsers disagree on which duplicate
+  // wins, so with two the upstream could read a model (or a mode) other than
+  // the one routed on.
+  for (const char* name : {"model", "stream"}) {
+    int seen = 0;
+    for (auto m = doc.MemberBegin(); m != doc.MemberEnd(); ++m) {
+      if (m->name == name) ++seen;
+    }
+    if (seen > 1) {
+      return refuse(400, "'" + std::string(name) + "' appears more than once in the request body",
+                    "invalid_request_error", "invalid_request", name);
+    }
+  }
   auto model_it = doc.FindMember("model");
   if (model_it == doc.MemberEnd() || !model_it->value.IsString() ||
       model_it->value.GetStringLength() == 0) {
@@ -567,15 +581,25 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     }
 
     if (!translate) {
-      // The upstream request: the client's body with only the model replaced.
-      model_it = doc.FindMember("model");
-      model_it->value.SetString(attempt->upstream_model().data(),
-                                static_cast<rapidjson::SizeType>(attempt->upstream_model().size()),
-                                doc.GetAllocator());
-      rapidjson::StringBuffer buffer;
-      rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-      doc.Accept(writer);
-      upstream_body.assign(buffer.GetString(), buffer.GetSize());
+      // The upstream request: the client's body with only the model replaced,
+      // spliced into the client's bytes; re-serialized when the model's
+      // place cannot be found that way (an escaped key, say).
+      if (auto span = internal::TopLevelValueSpan(ctx->request.body, "model")) {
+        upstream_body.reserve(ctx->request.body.size() + attempt->upstream_model().size() + 8);
+        upstream_body.assign(ctx->request.body, 0, span->first);
+        AppendJsonString(attempt->upstream_model(), &upstream_body);
+        upstream_body.append(ctx->request.body, span->second);
+      } else {
+        model_it = doc.FindMember("model");
+        model_it->value.SetString(
+            attempt->upstream_model().data(),
+            static_cast<rapidjson::SizeType>(attempt->upstream_model().size()),
+            doc.GetAllocator());
+        rapidjson::StringBuffer buffer;
+        rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+        doc.Accept(writer);
+        upstream_body.assign(buffer.GetString(), buffer.GetSize());
+      }
     }
 
     UpstreamRequest up;

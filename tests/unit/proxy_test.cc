@@ -188,6 +188,40 @@ TEST_CASE("Proxy refuses bad requests in OpenAI's error shape", "[proxy]") {
   CHECK(f.Usage().size() == 4);
 }
 
+TEST_CASE("Proxy refuses a body naming the model or the stream mode twice", "[proxy]") {
+  // Parsers disagree on which duplicate wins: the upstream could otherwise
+  // read a model other than the one the request was routed and mapped on.
+  Fixture f;
+  ProxyResponse two_models =
+      f.Chat(R"({"model":"gpt-4o","messages":[],"model":"gpt-4-expensive"})");
+  CHECK(two_models.status == 400);
+  CHECK(two_models.body.find(R"("param":"model")") != std::string::npos);
+  ProxyResponse two_streams = f.Chat(R"({"model":"gpt-4o","stream":false,"stream":true})");
+  CHECK(two_streams.status == 400);
+  CHECK(two_streams.body.find(R"("param":"stream")") != std::string::npos);
+  CHECK(f.upstream.requests().empty());
+}
+
+TEST_CASE("Proxy changes only the model's bytes of the client's body", "[proxy]") {
+  Fixture f;
+  f.upstream.Script("http://a.test", {JsonReply(200, Completion(1, 1))});
+  const std::string body =
+      "{ \"messages\" : [{\"role\":\"user\",\"content\":\"{\\\"model\\\":1}\"}],\n"
+      "  \"model\" :\t\"gpt-4o\" , \"metadata\": {\"model\": \"x\"}, \"n\": 1e0 }";
+  CHECK(f.Chat(body).status == 200);
+  REQUIRE(f.upstream.requests().size() == 1);
+  CHECK(f.upstream.requests()[0].body ==
+        "{ \"messages\" : [{\"role\":\"user\",\"content\":\"{\\\"model\\\":1}\"}],\n"
+        "  \"model\" :\t\"gpt-4o-upstream\" , \"metadata\": {\"model\": \"x\"}, \"n\": 1e0 }");
+
+  // An escaped key spelling "model" is still rewritten (by re-serializing).
+  f.upstream.Script("http://b.test", {JsonReply(200, Completion(1, 1))});
+  f.upstream.Script("http://a.test", {JsonReply(200, Completion(1, 1))});
+  CHECK(f.Chat(R"({"mod\u0065l":"gpt-4o","messages":[]})").status == 200);
+  REQUIRE(f.upstream.requests().size() == 2);
+  CHECK(f.upstream.requests()[1].body.find(R"("model":"gpt-4o-upstream")") != std::string::npos);
+}
+
 TEST_CASE("Proxy streams events as they arrive and records the final usage", "[proxy]") {
   Fixture f;
   f.upstream.Script("http://a.test",
