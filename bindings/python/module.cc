@@ -896,7 +896,18 @@ PYBIND11_MODULE(_switchboard, m) {
            [](sb::AdminService& a, int limit, std::optional<int64_t> before) {
              return Unwrap(a.Usage(limit, before));
            },
-           py::arg("limit") = 100, py::arg("before") = py::none());
+           py::arg("limit") = 100, py::arg("before") = py::none())
+      .def("create_client_key",
+           [](sb::AdminService& a, const py::object& body) {
+             sb::CreatedClientKey created = Unwrap(a.CreateClientKey(JsonText(body)));
+             return py::make_tuple(created.secret, created.key);
+           },
+           py::arg("body"),
+           "Creates a client key ({'name': ...}); returns (key, ClientKey). The key itself "
+           "is returned this once and stored nowhere (only its SHA-256).")
+      .def("list_client_keys", [](sb::AdminService& a) { return Unwrap(a.ListClientKeys()); })
+      .def("revoke_client_key",
+           [](sb::AdminService& a, const std::string& id) { Unwrap(a.RevokeClientKey(id)); });
 
   // --- Proxy ---------------------------------------------------------------------------
   py::class_<PyResponse>(m, "Response",

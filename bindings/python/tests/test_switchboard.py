@@ -6,6 +6,7 @@ the GIL is released while switchboard waits on the network).
 Run: PYTHONPATH=<build>/python:tests/embed /usr/bin/python3 -m pytest bindings/python/tests
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -169,6 +170,19 @@ def test_admin_updates_lists_and_deletes_backends():
     with pytest.raises(sb.NotFoundError):
         admin.delete_backend(a.id)
     assert [b.name for b in admin.list_backends()] == ["b"]
+
+
+def test_admin_client_keys_are_shown_once_and_stored_as_hashes():
+    storage, _, _, admin = gateway()
+    secret, key = admin.create_client_key({"name": "team-a"})
+    assert secret.startswith("sbk_")
+    assert key.name == "team-a" and not key.revoked
+    assert key.hint == "..." + secret[-4:]
+    stored = storage.list_client_keys()
+    assert [k.id for k in stored] == [key.id]
+    assert hashlib.sha256(secret.encode()).hexdigest() == stored[0].key_hash
+    admin.revoke_client_key(key.id)
+    assert [k.revoked for k in admin.list_client_keys()] == [True]
 
 
 # --- A Storage written in Python ---------------------------------------------
