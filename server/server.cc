@@ -548,6 +548,7 @@ void Server::WriteProxyResponse(Api api, ProxyResponse response, Response& res) 
           chunk.clear();
           if (!state->stream || !state->stream->Next(&chunk)) {
             if (http->forced() && !state->ended) {
+              if (state->stream) state->stream->Abort(503, "ended by the server's shutdown");
               const std::string event = ShutdownErrorEvent(api);
               sink.write(event.data(), event.size());
             }

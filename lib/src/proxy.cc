@@ -195,8 +195,14 @@ class Proxy::Stream final : public ProxyStream {
     }
   }
 
+  void Abort(int client_status, const std::string& reason) override {
+    if (done_) return;
+    call_.reset();
+    End(client_status, OutcomeForCancel(), reason);
+  }
+
   bool Next(std::string* out) override {
-    if (done_) return false;
+    if (done_ || cancelled_) return false;
     const CancelFn cancelled = [this] {
       return ctx_->request.client_gone && ctx_->request.client_gone();
     };
@@ -243,7 +249,9 @@ class Proxy::Stream final : public ProxyStream {
       // kError: a stall, a reset, or the client going away.
       const TransportError e = call_->error();
       if (e == TransportError::kCancelled) {
-        End(499, OutcomeForCancel(), "client disconnected");
+        // Recorded when the owner lets go: as a client that went away, or
+        // as what Abort() says (a shutdown).
+        cancelled_ = true;
         return false;
       }
       const bool stalled = e == TransportError::kTimeout;
@@ -311,6 +319,7 @@ class Proxy::Stream final : public ProxyStream {
   std::unique_ptr<CallContext> ctx_;
   std::unique_ptr<UpstreamCall> call_;
   SteadyTime attempt_start_;
+  bool cancelled_ = false;  // the call was cancelled; End() waits for the owner
   SseParser parser_;
   std::unique_ptr<internal::StreamTranslator> translator_;  // null: same wire format
   bool saw_done_ = false;

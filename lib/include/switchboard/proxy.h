@@ -63,6 +63,14 @@ class ProxyStream {
   // shape: OpenAI's, or Anthropic's for /messages) and no [DONE] or
   // message_stop, so a client can tell it from a complete answer.
   virtual bool Next(std::string* out) = 0;
+  // Ends the stream now on the gateway's side (a shutdown, say): the
+  // upstream transfer is aborted and the request recorded with
+  // `client_status` and `reason` instead of as a client that went away.
+  // Next() returns false afterwards. The caller tells the client.
+  virtual void Abort(int client_status, const std::string& reason) {
+    (void)client_status;
+    (void)reason;
+  }
 };
 
 struct ProxyResponse {
