@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <utility>
 #include <cstring>
 
 #include "switchboard/postgres_storage.h"
@@ -37,6 +38,16 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// "--flag=VALUE" -> {"--flag", "VALUE"}; anything else -> {arg, nullopt}.
+std::pair<std::string, std::optional<std::string>> SplitFlag(const std::string& arg) {
+  if (arg.rfind("--", 0) == 0) {
+    if (const size_t eq = arg.find('='); eq != std::string::npos) {
+      return {arg.substr(0, eq), arg.substr(eq + 1)};
+    }
+  }
+  return {arg, std::nullopt};
+}
+
 Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLookup& env) {
   Cli cli;
   cli.action = Cli::Action::kServe;
@@ -51,14 +62,7 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
   if (auto store = env("SWITCHBOARD_STORE"); store && !store->empty()) o.store_url = *store;
 
   for (size_t i = first; i < args.size(); ++i) {
-    std::string flag = args[i];
-    std::optional<std::string> inline_value;
-    if (flag.rfind("--", 0) == 0) {
-      if (const size_t eq = flag.find('='); eq != std::string::npos) {
-        inline_value = flag.substr(eq + 1);
-        flag.resize(eq);
-      }
-    }
+    auto [flag, inline_value] = SplitFlag(args[i]);
     // The flag's value: "--flag=VALUE" or the next argument.
     auto value = [&]() -> std::optional<std::string> {
       if (inline_value) return inline_value;
@@ -149,14 +153,7 @@ Cli ParseRotate(const std::vector<std::string>& args, size_t first, const EnvLoo
   if (auto db = env("SWITCHBOARD_DB"); db && !db->empty()) o.db_path = *db;
   if (auto store = env("SWITCHBOARD_STORE"); store && !store->empty()) o.store_url = *store;
   for (size_t i = first; i < args.size(); ++i) {
-    std::string flag = args[i];
-    std::optional<std::string> inline_value;
-    if (flag.rfind("--", 0) == 0) {
-      if (const size_t eq = flag.find('='); eq != std::string::npos) {
-        inline_value = flag.substr(eq + 1);
-        flag.resize(eq);
-      }
-    }
+    auto [flag, inline_value] = SplitFlag(args[i]);
     if (flag == "--help" || flag == "-h") {
       cli.action = Cli::Action::kRotateMasterKeyHelp;
       return cli;
