@@ -40,6 +40,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "stats_util.h"
+#include "storage_columns.h"
 #include "switchboard/json.h"
 #include "switchboard/postgres_storage.h"
 
@@ -561,48 +562,6 @@ int64_t AffectedRows(const PGresult* r) {
 
 // --- JSON columns -------------------------------------------------------------
 
-std::string MappingsToJson(const std::map<std::string, ModelMapping>& mappings) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  writer.StartObject();
-  for (const auto& [model, mapping] : mappings) {
-    writer.Key(model.data(), static_cast<rapidjson::SizeType>(model.size()));
-    writer.StartObject();
-    writer.Key("upstream_model");
-    writer.String(mapping.upstream_model.data(),
-                  static_cast<rapidjson::SizeType>(mapping.upstream_model.size()));
-    writer.Key("weight");
-    writer.Int(mapping.weight);
-    writer.EndObject();
-  }
-  writer.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
-Result<std::map<std::string, ModelMapping>> MappingsFromJson(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    return InternalError("stored model_mappings is not a JSON object");
-  }
-  std::map<std::string, ModelMapping> mappings;
-  for (const auto& member : doc.GetObject()) {
-    const auto& value = member.value;
-    if (!value.IsObject() || !value.HasMember("upstream_model") ||
-        !value["upstream_model"].IsString() || !value.HasMember("weight") ||
-        !value["weight"].IsInt()) {
-      return InternalError("stored model_mappings has a malformed entry");
-    }
-    ModelMapping m;
-    m.upstream_model.assign(value["upstream_model"].GetString(),
-                            value["upstream_model"].GetStringLength());
-    m.weight = value["weight"].GetInt();
-    mappings.emplace(std::string(member.name.GetString(), member.name.GetStringLength()),
-                     std::move(m));
-  }
-  return mappings;
-}
-
 // --- Rows -----------------------------------------------------------------------
 
 // Parameters $1..$23 of kInsertBackend / kUpdateBackend.
@@ -619,7 +578,7 @@ Params BackendParams(const Backend& b) {
       .Add(b.max_concurrency)
       .Add(b.pool)
       .Add(b.enabled)
-      .Add(MappingsToJson(b.model_mappings))
+      .Add(internal::MappingsToJson(b.model_mappings))
       .Add(BackendSourceName(b.source))
       .Add(b.metadata)
       .Add(b.created_at)
@@ -649,7 +608,7 @@ Result<Backend> ReadBackend(const Row& row) {
   b.max_concurrency = row.Int64(8);
   b.pool = row.Text(9);
   b.enabled = row.Bool(10);
-  auto mappings = MappingsFromJson(row.Text(11));
+  auto mappings = internal::MappingsFromJson(row.Text(11));
   if (!mappings.ok()) {
     return InternalError("backend '" + b.id + "': " + mappings.status().message());
   }
@@ -1312,12 +1271,8 @@ class PostgresStorage final : public Storage {
     return Run<Result<Config>>("get config", [&](Session& s) -> Result<Config> {
       auto r = s.Exec("SELECT json FROM config WHERE id = 1");
       if (!r.ok()) return r.status();
-      Config config;
-      if (PQntuples(r->get()) == 0) return config;
-      // Fields missing from the stored document keep their Config{} defaults.
-      const Status parsed = ApplyConfigJson(Row(r->get(), 0).Text(0), &config);
-      if (!parsed.ok()) return InternalError("stored config is malformed: " + parsed.message());
-      return config;
+      if (PQntuples(r->get()) == 0) return Config{};
+      return internal::StoredConfigFromJson(Row(r->get(), 0).Text(0));
     });
   }
 

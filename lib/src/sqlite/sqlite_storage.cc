@@ -40,6 +40,8 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 #include "stats_util.h"
+#include "storage_columns.h"
+#include "switchboard/json.h"
 #include "switchboard/storage.h"
 
 namespace switchboard {
@@ -226,124 +228,6 @@ Status StatusFromSqlite(std::string_view what, const SQLite::Exception& e) {
 
 // --- JSON columns ---------------------------------------------------------
 
-std::string MappingsToJson(const std::map<std::string, ModelMapping>& mappings) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  writer.StartObject();
-  for (const auto& [model, mapping] : mappings) {
-    writer.Key(model.data(), static_cast<rapidjson::SizeType>(model.size()));
-    writer.StartObject();
-    writer.Key("upstream_model");
-    writer.String(mapping.upstream_model.data(),
-                  static_cast<rapidjson::SizeType>(mapping.upstream_model.size()));
-    writer.Key("weight");
-    writer.Int(mapping.weight);
-    writer.EndObject();
-  }
-  writer.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
-Result<std::map<std::string, ModelMapping>> MappingsFromJson(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    return InternalError("stored model_mappings is not a JSON object");
-  }
-  std::map<std::string, ModelMapping> mappings;
-  for (const auto& member : doc.GetObject()) {
-    const auto& value = member.value;
-    if (!value.IsObject() || !value.HasMember("upstream_model") ||
-        !value["upstream_model"].IsString() || !value.HasMember("weight") ||
-        !value["weight"].IsInt()) {
-      return InternalError("stored model_mappings has a malformed entry");
-    }
-    ModelMapping m;
-    m.upstream_model.assign(value["upstream_model"].GetString(),
-                            value["upstream_model"].GetStringLength());
-    m.weight = value["weight"].GetInt();
-    mappings.emplace(std::string(member.name.GetString(), member.name.GetStringLength()),
-                     std::move(m));
-  }
-  return mappings;
-}
-
-std::string ConfigToJson(const Config& c) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
-  writer.StartObject();
-  writer.Key("pool_order");
-  writer.StartArray();
-  for (const std::string& pool : c.pool_order) {
-    writer.String(pool.data(), static_cast<rapidjson::SizeType>(pool.size()));
-  }
-  writer.EndArray();
-  const std::string_view strategy = StrategyName(c.strategy);
-  writer.Key("strategy");
-  writer.String(strategy.data(), static_cast<rapidjson::SizeType>(strategy.size()));
-  writer.Key("max_attempts");
-  writer.Int(c.max_attempts);
-  writer.Key("cooldown_base_seconds");
-  writer.Int(c.cooldown_base_seconds);
-  writer.Key("cooldown_max_seconds");
-  writer.Int(c.cooldown_max_seconds);
-  writer.Key("error_threshold");
-  writer.Int(c.error_threshold);
-  writer.Key("body_limit_bytes");
-  writer.Int64(c.body_limit_bytes);
-  writer.Key("usage_retention_days");
-  writer.Int(c.usage_retention_days);
-  writer.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
-// Fields missing from the stored document keep their Config{} defaults, so a
-// newer build can add settings without a migration.
-Result<Config> ConfigFromJson(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsObject()) {
-    return InternalError("stored config is not a JSON object");
-  }
-  Config c;
-  auto corrupt = [](const char* field) {
-    return InternalError(std::string("stored config has a malformed ") + field);
-  };
-  if (auto it = doc.FindMember("pool_order"); it != doc.MemberEnd()) {
-    if (!it->value.IsArray()) return corrupt("pool_order");
-    c.pool_order.clear();
-    for (const auto& pool : it->value.GetArray()) {
-      if (!pool.IsString()) return corrupt("pool_order");
-      c.pool_order.emplace_back(pool.GetString(), pool.GetStringLength());
-    }
-  }
-  if (auto it = doc.FindMember("strategy"); it != doc.MemberEnd()) {
-    if (!it->value.IsString()) return corrupt("strategy");
-    auto strategy =
-        ParseStrategy(std::string_view(it->value.GetString(), it->value.GetStringLength()));
-    if (!strategy) return corrupt("strategy");
-    c.strategy = *strategy;
-  }
-  const std::pair<const char*, int*> ints[] = {
-      {"max_attempts", &c.max_attempts},
-      {"cooldown_base_seconds", &c.cooldown_base_seconds},
-      {"cooldown_max_seconds", &c.cooldown_max_seconds},
-      {"error_threshold", &c.error_threshold},
-      {"usage_retention_days", &c.usage_retention_days},
-  };
-  for (const auto& [field, target] : ints) {
-    if (auto it = doc.FindMember(field); it != doc.MemberEnd()) {
-      if (!it->value.IsInt()) return corrupt(field);
-      *target = it->value.GetInt();
-    }
-  }
-  if (auto it = doc.FindMember("body_limit_bytes"); it != doc.MemberEnd()) {
-    if (!it->value.IsInt64()) return corrupt("body_limit_bytes");
-    c.body_limit_bytes = it->value.GetInt64();
-  }
-  return c;
-}
-
 // --- Rows -----------------------------------------------------------------
 
 // Binds `b` to kInsertBackend / kUpdateBackend parameters ?1..?23.
@@ -359,7 +243,7 @@ void BindBackend(SQLite::Statement& s, const Backend& b) {
   s.bind(9, b.max_concurrency);
   s.bind(10, b.pool);
   s.bind(11, static_cast<int>(b.enabled));
-  s.bind(12, MappingsToJson(b.model_mappings));
+  s.bind(12, internal::MappingsToJson(b.model_mappings));
   s.bind(13, std::string(BackendSourceName(b.source)));
   s.bind(14, b.metadata);
   s.bind(15, ToUnixMillis(b.created_at));
@@ -393,7 +277,7 @@ Result<Backend> ReadBackend(const SQLite::Statement& s) {
   b.max_concurrency = s.getColumn(8).getInt64();
   b.pool = s.getColumn(9).getString();
   b.enabled = s.getColumn(10).getInt() != 0;
-  auto mappings = MappingsFromJson(s.getColumn(11).getString());
+  auto mappings = internal::MappingsFromJson(s.getColumn(11).getString());
   if (!mappings.ok()) {
     return InternalError("backend '" + b.id + "': " + mappings.status().message());
   }
@@ -1037,7 +921,7 @@ class SqliteStorage final : public Storage {
     return Run<Result<Config>>("get config", [&]() -> Result<Config> {
       SQLite::Statement s(*db_, "SELECT json FROM config WHERE id = 1");
       if (!s.executeStep()) return Config{};
-      return ConfigFromJson(s.getColumn(0).getString());
+      return internal::StoredConfigFromJson(s.getColumn(0).getString());
     });
   }
 
