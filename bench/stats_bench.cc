@@ -83,9 +83,20 @@ struct Fixture {
   std::unique_ptr<AdminService> admin;
 };
 
+Fixture* shared_fixture = nullptr;
+
+// At exit, so that the temporary database (hundreds of MiB) goes too.
+void DeleteSharedFixture() {
+  delete shared_fixture;
+  shared_fixture = nullptr;
+}
+
 Fixture& Shared() {
-  static Fixture* fixture = new Fixture();  // built once, for every benchmark
-  return *fixture;
+  if (shared_fixture == nullptr) {  // built once, for every benchmark
+    shared_fixture = new Fixture();
+    std::atexit(DeleteSharedFixture);
+  }
+  return *shared_fixture;
 }
 
 void BM_Stats(benchmark::State& state) {
