@@ -420,10 +420,13 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
   }
   rapidjson::Document doc;
   // Iterative: a deeply nested body must not exhaust the thread's stack.
-  doc.Parse<rapidjson::kParseIterativeFlag>(request.body.data(), request.body.size());
+  // JSON is UTF-8 (RFC 8259): a body that is not is refused, so the model
+  // routed on is exactly the one the upstream reads.
+  doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(
+      request.body.data(), request.body.size());
   if (doc.HasParseError() || !doc.IsObject()) {
-    return refuse(400, "request body is not a valid JSON object", "invalid_request_error",
-                  "invalid_json");
+    return refuse(400, "request body is not a valid JSON object in UTF-8",
+                  "invalid_request_error", "invalid_json");
   }
   // One "model" and one "stream": JSON parsers disagree on which duplicate
   // wins, so with two the upstream could read a model (or a mode) other than
