@@ -5,10 +5,13 @@
    (find_package(switchboard) + switchboard::switchboard), build it, and run
    every example (the forwarding ones against the mock upstream);
 3. compile examples/c_api.c with nothing but `pkg-config switchboard` and the
-   C compiler, and run it.
+   C compiler, and run it;
+4. with --python (the build has the Python module), run examples/python/route.py
+   with that interpreter against the package installed under the prefix only.
 
   install_test.py --build-dir B --source-dir S --c-compiler CC --cxx-compiler CXX
                   [--cflags F] [--cxxflags F] [--ldflags F] [--launcher ccache]
+                  [--python /usr/bin/python3]
 """
 
 import argparse
@@ -39,6 +42,36 @@ def run_example(path, args, expect):
         raise SystemExit("%s: output does not match %r" % (path, expect))
 
 
+def run_python_example(args, prefix, upstream):
+    """examples/python/route.py against the package installed under the prefix."""
+    site = None
+    for root, _, files in os.walk(prefix):
+        if os.path.basename(root) == "switchboard" and "__init__.py" in files:
+            if any(f.startswith("_switchboard") and f.endswith(".so") for f in files):
+                site = os.path.dirname(root)
+    if site is None:
+        raise SystemExit("the install has no switchboard Python package")
+    # Only the prefix: the build tree's module must not be what gets imported.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = site
+    where = subprocess.run([args.python, "-c", "import switchboard; print(switchboard.__file__)"],
+                           env=env, cwd=prefix, check=True, stdout=subprocess.PIPE,
+                           text=True).stdout.strip()
+    if not os.path.realpath(where).startswith(os.path.realpath(prefix) + os.sep):
+        raise SystemExit("python imported switchboard from %s, not the prefix" % where)
+    print("+ PYTHONPATH=%s %s route.py %s" % (site, args.python, upstream), flush=True)
+    out = subprocess.run([args.python, os.path.join(args.source_dir, "examples", "python",
+                                                    "route.py"), upstream],
+                         env=env, cwd=prefix, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=120, check=False)
+    print(out.stdout)
+    if out.returncode != 0:
+        raise SystemExit("route.py exited with %d" % out.returncode)
+    for expect in ("attempt 2: fallback-1", "HTTP 200 from fallback-1", "event: data: [DONE]"):
+        if expect not in out.stdout:
+            raise SystemExit("route.py: output lacks %r" % expect)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--build-dir", required=True)
@@ -49,6 +82,7 @@ def main():
     parser.add_argument("--cxxflags", default="")
     parser.add_argument("--ldflags", default="")
     parser.add_argument("--launcher", default="")
+    parser.add_argument("--python", default="")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="switchboard-install-")
@@ -115,7 +149,11 @@ def main():
                 + [os.path.join(args.source_dir, "examples", "c_api.c"), "-o", program]
                 + flags + shlex.split(args.ldflags))
             run_example(program, [mock.url], r"HTTP 200 from fallback-1.*event 5: data: \[DONE\]")
-        print("install_test: the installed package works from CMake and pkg-config")
+
+            if args.python:
+                run_python_example(args, prefix, mock.url)
+        print("install_test: the installed package works from CMake, pkg-config%s"
+              % (" and Python" if args.python else ""))
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
