@@ -26,6 +26,10 @@ packages+=(chromium)
 # The PostgreSQL store (libpq) and the throwaway server its tests start
 # (tests/postgres, ctest postgres.*).
 packages+=(libpq-dev postgresql)
+# The Redis shared state (hiredis) and the redis-server its tests start on a
+# port of their own (tests/redis, ctest redis.*); a Redis the package itself
+# may start on 6379 is neither used nor stopped.
+packages+=(libhiredis-dev redis-server)
 
 missing=()
 for p in "${packages[@]}"; do
