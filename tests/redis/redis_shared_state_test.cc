@@ -319,6 +319,35 @@ TEST_CASE(
   CHECK(lb.connectivity().size() == 2);
 }
 
+TEST_CASE("RedisSharedState: a command slower than command_timeout fails, and it recovers",
+          "[redis]") {
+  PrivateServer server;
+  RecordingListener listener;
+  const RedisSharedStateOptions options = QuickOptions(server.url());
+  auto a = OpenOrFail(options);
+  a->SetListener(&listener);
+  const std::string id = UniqueId("slow");
+  REQUIRE(Acquire(*a, id, RateLimits{.rpm = 10}, Epoch()).admitted);
+  {
+    RawRedis raw(server.url());
+    // Redis answers nobody for 1.5 s: alive, but too slow.
+    REQUIRE(raw.Text({"CLIENT", "PAUSE", "1500", "ALL"}) == "OK");
+  }
+  const SteadyTime start = Clock::Real().Now();
+  auto got = a->TryAcquire(id, RateLimits{.rpm = 10}, Epoch(), seconds(60));
+  CHECK(Since(start) < options.command_timeout + milliseconds(100));
+  CHECK(got.status().code() == StatusCode::kUnavailable);
+  CHECK_FALSE(a->connected());
+  // The next call does not wait at all.
+  const SteadyTime again = Clock::Real().Now();
+  CHECK(a->AnnounceChange().code() == StatusCode::kUnavailable);
+  CHECK(Since(again) < milliseconds(50));
+  REQUIRE(Eventually([&] { return a->connected(); }));
+  REQUIRE(Eventually([&] { return listener.connectivity().size() == 2; }));
+  CHECK(listener.connectivity() == std::vector<bool>{false, true});
+  CHECK(Acquire(*a, id, RateLimits{.rpm = 10}, Epoch()).admitted);
+}
+
 TEST_CASE("RedisSharedState: a wrong password leaves it disconnected, saying so without a password",
           "[redis]") {
   const std::string password = "right-" + std::to_string(std::random_device{}());
