@@ -348,6 +348,30 @@ TEST_CASE("RedisSharedState: a command slower than command_timeout fails, and it
   CHECK(Acquire(*a, id, RateLimits{.rpm = 10}, Epoch()).admitted);
 }
 
+TEST_CASE("RedisSharedState: a subscription Redis closed is opened again", "[redis]") {
+  PrivateServer server;
+  RecordingListener la, lb;
+  const RedisSharedStateOptions options = QuickOptions(server.url());
+  auto a = OpenOrFail(options);
+  auto b = OpenOrFail(options);
+  a->SetListener(&la);
+  b->SetListener(&lb);
+  {
+    RawRedis raw(server.url());
+    CHECK(raw.Text({"CLIENT", "KILL", "TYPE", "pubsub"}) == "2");
+  }
+  REQUIRE(
+      Eventually([&] { return la.connectivity().size() == 2 && lb.connectivity().size() == 2; }));
+  CHECK(la.connectivity() == std::vector<bool>{false, true});
+  REQUIRE(a->connected());
+  REQUIRE(b->AnnounceChange().ok());
+  CHECK(la.WaitForChanges(1));
+  // Quiet connections stay up: the subscription answers its PINGs.
+  std::this_thread::sleep_for(options.heartbeat_interval * 5);
+  CHECK(la.connectivity().size() == 2);
+  CHECK(a->connected());
+}
+
 TEST_CASE("RedisSharedState: a wrong password leaves it disconnected, saying so without a password",
           "[redis]") {
   const std::string password = "right-" + std::to_string(std::random_device{}());

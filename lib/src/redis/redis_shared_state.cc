@@ -790,6 +790,11 @@ class RedisSharedState final : public SharedState {
   }
 
   void HandleReply(const redisReply& r) {
+    if (r.type == REDIS_REPLY_ARRAY && r.elements >= 1 &&
+        r.element[0]->type == REDIS_REPLY_STRING && ReplyText(*r.element[0]) == "pong") {
+      pong_ = true;
+      return;
+    }
     if (r.type != REDIS_REPLY_ARRAY || r.elements != 3 ||
         r.element[0]->type != REDIS_REPLY_STRING || ReplyText(*r.element[0]) != "message" ||
         r.element[2]->type != REDIS_REPLY_STRING) {
@@ -825,6 +830,19 @@ class RedisSharedState final : public SharedState {
     }
     milliseconds backoff = std::min(kMinBackoff, options_.heartbeat_interval);
     SteadyTime next_attempt = Clock::Real().Now();
+    // A subscription hears nothing while nobody publishes, so it is PINGed
+    // every heartbeat: a connection that died silently (a network cut, no
+    // FIN) is noticed within a heartbeat and a command timeout.
+    const Duration pong_within = options_.heartbeat_interval + options_.command_timeout;
+    SteadyTime next_ping = Clock::Real().Now() + options_.heartbeat_interval;
+    bool awaiting_pong = false;
+    SteadyTime ping_sent{};
+    const auto drop = [&](const std::string& reason) {
+      sub.reset();
+      std::lock_guard<std::mutex> lock(mu_);
+      sub_ok_ = false;
+      MarkDownLocked("subscription: " + reason);
+    };
     for (;;) {
       bool reset;
       std::deque<bool> changes;
@@ -849,6 +867,8 @@ class RedisSharedState final : public SharedState {
         std::lock_guard<std::mutex> lock(mu_);
         if (opened.ok()) {
           sub = std::move(*opened);
+          next_ping = Clock::Real().Now() + options_.heartbeat_interval;
+          awaiting_pong = false;
           backoff = std::min(kMinBackoff, options_.heartbeat_interval);
           sub_ok_ = true;
           UpdateConnectivityLocked();
@@ -862,18 +882,32 @@ class RedisSharedState final : public SharedState {
       // hiredis may hold messages that came with the SUBSCRIBE answer: poll()
       // would not report those.
       if (sub != nullptr && !HandleBufferedReplies(sub.get())) {
-        sub.reset();
-        std::lock_guard<std::mutex> lock(mu_);
-        sub_ok_ = false;
-        MarkDownLocked("subscription: unreadable answer");
+        drop("unreadable answer");
         continue;
       }
-      pollfd fds[2] = {{wake_read_, POLLIN, 0}, {sub ? sub->fd : -1, POLLIN, 0}};
-      int timeout_ms = -1;
-      if (sub == nullptr) {
-        const auto left = std::chrono::ceil<milliseconds>(next_attempt - Clock::Real().Now());
-        timeout_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
+      if (sub != nullptr) {
+        if (pong_) awaiting_pong = false;
+        pong_ = false;
+        const SteadyTime now = Clock::Real().Now();
+        if (awaiting_pong && now - ping_sent > pong_within) {
+          drop("no answer to PING");
+          continue;
+        }
+        if (!awaiting_pong && now >= next_ping) {
+          if (!SendPing(sub.get())) {
+            drop(sub->errstr[0] != '\0' ? sub->errstr : "connection lost");
+            continue;
+          }
+          awaiting_pong = true;
+          ping_sent = now;
+          next_ping = now + options_.heartbeat_interval;
+        }
       }
+      pollfd fds[2] = {{wake_read_, POLLIN, 0}, {sub ? sub->fd : -1, POLLIN, 0}};
+      const SteadyTime deadline =
+          sub == nullptr ? next_attempt : (awaiting_pong ? ping_sent + pong_within : next_ping);
+      const auto left = std::chrono::ceil<milliseconds>(deadline - Clock::Real().Now());
+      const int timeout_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
       if (::poll(fds, 2, timeout_ms) < 0) continue;  // EINTR
       if (fds[0].revents != 0) {
         char drain[64];
@@ -881,17 +915,22 @@ class RedisSharedState final : public SharedState {
         }
       }
       if (sub != nullptr && fds[1].revents != 0) {
-        const bool broken =
-            redisBufferRead(sub.get()) != REDIS_OK || !HandleBufferedReplies(sub.get());
-        if (broken) {
-          std::string reason = sub->errstr[0] != '\0' ? sub->errstr : "connection lost";
-          sub.reset();
-          std::lock_guard<std::mutex> lock(mu_);
-          sub_ok_ = false;
-          MarkDownLocked("subscription: " + reason);
+        if (redisBufferRead(sub.get()) != REDIS_OK || !HandleBufferedReplies(sub.get())) {
+          drop(sub->errstr[0] != '\0' ? sub->errstr : "connection lost");
         }
       }
     }
+  }
+
+  // Sends PING on the subscription without waiting for the answer.
+  static bool SendPing(redisContext* c) {
+    SigpipeGuard guard;
+    if (redisAppendCommand(c, "PING") != REDIS_OK) return false;
+    int done = 0;
+    while (done == 0) {
+      if (redisBufferWrite(c, &done) != REDIS_OK) return false;
+    }
+    return true;
   }
 
   const RedisSharedStateOptions options_;
@@ -922,6 +961,7 @@ class RedisSharedState final : public SharedState {
   bool delivering_ = false;                                    // guarded by mu_: calling listener_
   std::thread::id subscriber_id_;                              // guarded by mu_
   bool stop_ = false;                                          // guarded by mu_
+  bool pong_ = false;  // the subscriber thread's only: a PING was answered
 };
 
 }  // namespace
