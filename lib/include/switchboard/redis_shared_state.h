@@ -56,6 +56,9 @@ struct RedisSharedStateOptions {
 //
 // The endpoint is thread-safe. Its calls never wait for a connection to be
 // opened, and never longer than command_timeout for Redis to answer.
+// instances() asks Redis (one ZCARD) while connected, so that instances that
+// just started or stopped count at once; while disconnected it answers the
+// last count seen.
 Result<std::unique_ptr<SharedState>> OpenRedisSharedState(RedisSharedStateOptions options);
 
 // Whether this build includes the Redis shared state.
