@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "json/json_depth.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
@@ -40,21 +41,6 @@ Backend NewBackendDefaults(SystemTime now) {
 
 constexpr int kMaxKeyMetadataDepth = 32;
 
-bool DeeperThan(const rapidjson::Value& v, int limit) {
-  if (v.IsObject()) {
-    if (limit == 0) return true;
-    for (const auto& m : v.GetObject()) {
-      if (DeeperThan(m.value, limit - 1)) return true;
-    }
-  } else if (v.IsArray()) {
-    if (limit == 0) return true;
-    for (const auto& e : v.GetArray()) {
-      if (DeeperThan(e, limit - 1)) return true;
-    }
-  }
-  return false;
-}
-
 struct ClientKeyInput {
   std::string name;
   std::string metadata = "{}";
@@ -86,7 +72,7 @@ Result<ClientKeyInput> ParseClientKeyInput(std::string_view json) {
       has_name = true;
     } else if (key == "metadata") {
       if (!m.value.IsObject()) return InvalidArgumentError("must be a JSON object", "metadata");
-      if (DeeperThan(m.value, kMaxKeyMetadataDepth)) {
+      if (internal::ValueDeeperThan(m.value, kMaxKeyMetadataDepth)) {
         return InvalidArgumentError("must not nest deeper than 32 levels", "metadata");
       }
       rapidjson::StringBuffer buf;
@@ -154,7 +140,7 @@ void WriteClientKeyFields(rapidjson::Writer<rapidjson::StringBuffer>& w, const C
   rapidjson::Document metadata;
   metadata.Parse<rapidjson::kParseIterativeFlag>(k.metadata.data(), k.metadata.size());
   if (metadata.HasParseError() || !metadata.IsObject() ||
-      DeeperThan(metadata, kMaxKeyMetadataDepth)) {
+      internal::ValueDeeperThan(metadata, kMaxKeyMetadataDepth)) {
     w.StartObject();
     w.EndObject();
   } else {
@@ -289,7 +275,7 @@ Result<Backend> AdminService::CreateBackend(std::string_view json) {
 
   std::lock_guard<std::mutex> lock(write_mu_);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.CreateBackend(b));
-  SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
+  SWITCHBOARD_RETURN_IF_ERROR(ChangedLocked());
   return WithLiveState(std::move(b));
 }
 
@@ -308,14 +294,14 @@ Result<Backend> AdminService::UpdateBackend(const std::string& id, std::string_v
   // Store the live routing state, not the possibly older persisted one.
   if (auto live = router_.LiveState(id); live.ok()) CopyState(live->state, &b);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.UpdateBackend(b));
-  SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
+  SWITCHBOARD_RETURN_IF_ERROR(ChangedLocked());
   return WithLiveState(std::move(b));
 }
 
 Status AdminService::DeleteBackend(const std::string& id) {
   std::lock_guard<std::mutex> lock(write_mu_);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.DeleteBackend(id));
-  return RefreshRouterLocked();
+  return ChangedLocked();
 }
 
 Result<Backend> AdminService::ResetCooldown(const std::string& id) {
@@ -365,7 +351,7 @@ Result<AdminService::ImportResult> AdminService::ImportBackends(std::string_view
     SWITCHBOARD_RETURN_IF_ERROR(exists ? storage_.UpdateBackend(b) : storage_.CreateBackend(b));
     ++(exists ? result.updated : result.created);
   }
-  SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
+  SWITCHBOARD_RETURN_IF_ERROR(ChangedLocked());
   return result;
 }
 
@@ -393,7 +379,7 @@ Result<Backend> AdminService::UpsertBackend(Backend backend, std::string_view ap
   if (!api_key.empty()) SWITCHBOARD_RETURN_IF_ERROR(SetKey(&backend, api_key));
   SWITCHBOARD_RETURN_IF_ERROR(exists ? storage_.UpdateBackend(backend)
                                      : storage_.CreateBackend(backend));
-  SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
+  SWITCHBOARD_RETURN_IF_ERROR(ChangedLocked());
   return WithLiveState(std::move(backend));
 }
 
@@ -407,7 +393,7 @@ Result<Config> AdminService::PatchConfig(std::string_view json) {
   SWITCHBOARD_RETURN_IF_ERROR(ApplyConfigJson(json, &next));
   if (auto errors = ValidateConfig(next); !errors.empty()) return FirstError(errors);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.PutConfig(next));
-  SWITCHBOARD_RETURN_IF_ERROR(RefreshRouterLocked());
+  SWITCHBOARD_RETURN_IF_ERROR(ChangedLocked());
   return next;
 }
 
@@ -452,6 +438,22 @@ Status AdminService::RefreshRouter() {
 
 Status AdminService::RefreshRouterLocked() { return router_.LoadFrom(storage_); }
 
+Status AdminService::ChangedLocked() {
+  // The store changed even if the router refused the result: tell the others.
+  Status refreshed = RefreshRouterLocked();
+  Announce();
+  return refreshed;
+}
+
+void AdminService::SetChangeHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  change_hook_ = std::move(hook);
+}
+
+void AdminService::Announce() {
+  if (change_hook_) change_hook_();
+}
+
 Result<CreatedClientKey> AdminService::CreateClientKey(std::string_view json) {
   auto input = ParseClientKeyInput(json);
   if (!input.ok()) return input.status();
@@ -469,6 +471,7 @@ Result<CreatedClientKey> AdminService::CreateClientKey(std::string_view json) {
 
   std::lock_guard<std::mutex> lock(write_mu_);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.CreateClientKey(k));
+  Announce();
   SWITCHBOARD_RETURN_IF_ERROR(ReloadClientKeysLocked());
   return created;
 }
@@ -492,6 +495,7 @@ Result<std::vector<ClientKey>> AdminService::ListClientKeys() {
 Status AdminService::RevokeClientKey(const std::string& id) {
   std::lock_guard<std::mutex> lock(write_mu_);
   SWITCHBOARD_RETURN_IF_ERROR(storage_.RevokeClientKey(id, clock_.WallNow()));
+  Announce();
   return ReloadClientKeysLocked();
 }
 

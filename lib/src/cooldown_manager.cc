@@ -447,6 +447,19 @@ BackendState CooldownManager::Reset(Slot& slot) const {
   return ApplyChange(slot, sink_, /*always_publish=*/true, reset);
 }
 
+void CooldownManager::Adopt(Slot& slot, const BackendState& state) const {
+  ApplyChange(slot, /*sink=*/nullptr, /*always_publish=*/false,
+              [&state](Slot& s) -> std::optional<CooldownEvent> {
+                std::string id = std::move(s.state.backend_id);
+                s.state = state;
+                s.state.backend_id = std::move(id);
+                // A trial this instance runs still ends with its outcome; a
+                // backend healthy elsewhere needs no trial here.
+                if (state.status == BackendStatus::kHealthy) s.trial_in_flight = false;
+                return std::nullopt;
+              });
+}
+
 BackendState CooldownManager::State(const Slot& slot) const {
   std::lock_guard<std::mutex> lock(slot.mu);
   return slot.state;

@@ -120,6 +120,22 @@ std::string Metrics::RenderPrometheus(const Router& router) const {
   }
   Header(&out, "switchboard_in_flight_requests", "gauge", "Client requests being served.");
   out += "switchboard_in_flight_requests " + std::to_string(in_flight()) + '\n';
+  Header(&out, "switchboard_overloaded_requests_total", "counter",
+         "Client requests refused with 503 at the in-flight limit.");
+  out += "switchboard_overloaded_requests_total " + std::to_string(overloaded()) + '\n';
+
+  if (const SharedState* shared = router.shared_state()) {
+    Header(&out, "switchboard_shared_state_up", "gauge",
+           "1 while the state shared with other instances is reachable.");
+    out += "switchboard_shared_state_up " + std::string(shared->connected() ? "1" : "0") + '\n';
+    Header(&out, "switchboard_shared_state_instances", "gauge",
+           "Instances sharing the state (the last count seen while unreachable).");
+    out += "switchboard_shared_state_instances " + std::to_string(shared->instances()) + '\n';
+    Header(&out, "switchboard_limit_divisor", "gauge",
+           "What each backend's limits are divided by locally: 1, or the instance count while "
+           "the shared state is unreachable.");
+    out += "switchboard_limit_divisor " + std::to_string(router.limit_divisor()) + '\n';
+  }
 
   const auto snapshot = router.snapshot();
   const auto live = router.LiveStates();

@@ -12,6 +12,7 @@
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
+#include "json/json_depth.h"
 #include "json/json_scan.h"
 #include "switchboard/json.h"
 #include "translate/translate.h"
@@ -26,6 +27,8 @@ using std::chrono::milliseconds;
 constexpr std::string_view kAnthropicVersion = "2023-06-01";
 // Most of an upstream error body kept for the client or the log.
 constexpr size_t kMaxErrorBody = 64 * 1024;
+// Deepest array/object nesting a request body may have.
+constexpr int kMaxRequestNesting = 512;
 // A stream's whole life is bounded too, generously: answers can be long.
 constexpr Duration kMaxStreamDuration = std::chrono::hours(1);
 
@@ -417,6 +420,14 @@ ProxyResponse Proxy::Handle(ProxyRequest request) {
     return refuse(413, "request body is larger than the limit of " +
                            std::to_string(body_limit) + " bytes",
                   "invalid_request_error", "request_too_large");
+  }
+  // Bounded nesting: the translators and writers that handle the document
+  // later recurse once per level.
+  if (internal::TextNestsDeeperThan(request.body, kMaxRequestNesting)) {
+    return refuse(400,
+                  "the JSON body nests deeper than " + std::to_string(kMaxRequestNesting) +
+                      " levels",
+                  "invalid_request_error", "invalid_json");
   }
   rapidjson::Document doc;
   // Iterative: a deeply nested body must not exhaust the thread's stack.

@@ -289,6 +289,12 @@ class RateLimiter::Slot {
     limits_ = limits;
   }
 
+  void Fill() {
+    std::lock_guard<std::mutex> lock(mu_);
+    buckets_.requests.level = buckets_.requests.capacity();
+    buckets_.tokens.level = buckets_.tokens.capacity();
+  }
+
   Admission Check(const Clock& clock) const {
     std::lock_guard<std::mutex> lock(mu_);
     const SteadyTime now = clock.Now();
@@ -504,6 +510,8 @@ Admission RateLimiter::TryAcquire(Slot& slot) const { return slot.TryAcquire(clo
 void RateLimiter::Release(Slot& slot) const { slot.Release(/*refund=*/false); }
 
 void RateLimiter::Refund(Slot& slot) const { slot.Release(/*refund=*/true); }
+
+void RateLimiter::Fill(Slot& slot) const { slot.Fill(); }
 
 void RateLimiter::ChargeTokens(Slot& slot, int64_t tokens) const {
   slot.ChargeTokens(tokens, clock_);

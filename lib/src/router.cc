@@ -28,6 +28,19 @@ Decision DecisionFor(const CooldownCheck& check) {
   return Decision::kSkippedCooling;
 }
 
+// How long a shared concurrency lease lives if its instance dies holding it:
+// the backend's timeout (the longest an attempt should take) and a margin
+// for streams that run past it.
+Duration LeaseTtl(const Backend& b) {
+  return std::chrono::seconds(b.timeout_seconds) + std::chrono::minutes(5);
+}
+
+// `limit` shared by `n` instances: at least 1 each; 0 (unlimited) stays 0.
+int64_t DivideLimit(int64_t limit, int n) {
+  if (limit <= 0 || n <= 1) return limit;
+  return std::max<int64_t>(1, limit / n);
+}
+
 Duration RoundUpToSeconds(Duration d) {
   const auto secs = std::chrono::ceil<std::chrono::seconds>(d);
   return std::max<Duration>(secs, std::chrono::seconds(1));
@@ -100,6 +113,7 @@ void RoutePlan::ReleaseCurrent() {
   // the request may have reached the upstream.
   const RoutingSnapshot::Entry& e = *current_.entry_;
   router_->limiter_.Release(*e.limiter);
+  if (router_->shared_ != nullptr) router_->EndShared(e.backend, current_.lease_, 0);
   if (current_.half_open_) router_->cooldowns_.Abandon(*e.cooldown);
   TraceEntry& t = trace_[current_trace_];
   t.outcome = OutcomeClass::kCancelled;
@@ -123,7 +137,8 @@ uint32_t RoutePlan::CandidateAtPosition() {
   return index;
 }
 
-bool RoutePlan::SkipIfUnavailable(uint32_t index, bool claim, bool* half_open) {
+bool RoutePlan::SkipIfUnavailable(uint32_t index, bool claim, bool* half_open,
+                                  std::string* lease) {
   const RoutingSnapshot::Entry& e = snapshot_->entries()[index];
   TraceEntry t;
   t.index = index;
@@ -150,6 +165,25 @@ bool RoutePlan::SkipIfUnavailable(uint32_t index, bool claim, bool* half_open) {
     trace_.push_back(t);
     return true;
   }
+  const Backend& b = e.backend;
+  if (claim && router_->shared_ != nullptr &&
+      (b.rpm_limit > 0 || b.tpm_limit > 0 || b.max_concurrency > 0)) {
+    // The limits across instances. Unreachable: the local admission stands
+    // (the local limits are divided meanwhile, see Router::SetDivisor).
+    Result<SharedAdmission> shared = router_->shared_->TryAcquire(
+        b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency},
+        router_->clock_.WallNow(), LeaseTtl(b));
+    if (shared.ok() && !shared->admitted) {
+      router_->limiter_.Refund(*e.limiter);
+      if (cooldown.half_open) router_->cooldowns_.Abandon(*e.cooldown);
+      t.decision = Decision::kSkippedLimited;
+      t.limit = shared->limited_by;
+      t.until_ms = ToMillis(std::max(shared->available_at, router_->clock_.WallNow()));
+      trace_.push_back(t);
+      return true;
+    }
+    if (shared.ok()) *lease = std::move(shared->lease);
+  }
   *half_open = cooldown.half_open;
   return false;
 }
@@ -161,7 +195,8 @@ const PlannedAttempt* RoutePlan::Next() {
     const uint32_t index = CandidateAtPosition();
     ++position_;
     bool half_open = false;
-    if (SkipIfUnavailable(index, /*claim=*/true, &half_open)) continue;
+    std::string lease;
+    if (SkipIfUnavailable(index, /*claim=*/true, &half_open, &lease)) continue;
     const RoutingSnapshot::Entry& e = snapshot_->entries()[index];
     TraceEntry t;
     t.index = index;
@@ -175,6 +210,7 @@ const PlannedAttempt* RoutePlan::Next() {
     current_.upstream_model_ = e.backend.UpstreamModelFor(model_);
     current_.number_ = attempts_;
     current_.half_open_ = half_open;
+    current_.lease_ = std::move(lease);
     return &current_;
   }
   return nullptr;
@@ -191,6 +227,7 @@ OutcomeClass RoutePlan::Report(const AttemptOutcome& outcome) {
   router_->limiter_.Release(*e.limiter);
   const int64_t tokens = outcome.prompt_tokens + outcome.completion_tokens;
   if (tokens > 0) router_->limiter_.ChargeTokens(*e.limiter, tokens);
+  if (router_->shared_ != nullptr) router_->EndShared(e.backend, current_.lease_, tokens);
   if (!outcome.headers.empty()) {
     const UpstreamQuota quota = ParseUpstreamQuota(outcome.headers, clock.WallNow());
     router_->limiter_.ApplyUpstreamQuota(*e.limiter, quota);
@@ -284,12 +321,104 @@ std::string RoutePlan::TraceJson() const {
 
 // --- Router -------------------------------------------------------------------
 
+// The router's state sink: the user's sink, and with a shared state, every
+// health change published to the other instances.
+class Router::SharingSink final : public StateSink {
+ public:
+  explicit SharingSink(StateSink* sink) : sink_(sink) {}
+  void OnBackendState(const BackendState& state) override {
+    if (sink_ != nullptr) sink_->OnBackendState(state);
+    if (SharedState* shared = shared_.load(std::memory_order_acquire)) {
+      (void)shared->PublishBackendState(state);  // unreachable: the others miss it
+    }
+  }
+  void OnCooldownEvent(const CooldownEvent& event) override {
+    if (sink_ != nullptr) sink_->OnCooldownEvent(event);
+  }
+  void Share(SharedState* shared) { shared_.store(shared, std::memory_order_release); }
+
+ private:
+  StateSink* const sink_;
+  std::atomic<SharedState*> shared_{nullptr};
+};
+
+// What the other instances did, applied to this router.
+class Router::SharedListener final : public SharedStateListener {
+ public:
+  SharedListener(Router& router, std::function<void()> on_remote_change,
+                 std::function<void(bool)> on_connectivity)
+      : router_(router),
+        on_remote_change_(std::move(on_remote_change)),
+        on_connectivity_(std::move(on_connectivity)) {}
+
+  void OnRemoteBackendState(const BackendState& state) override {
+    if (auto slot = router_.cooldowns_.Find(state.backend_id)) {
+      router_.cooldowns_.Adopt(*slot, state);
+    }
+  }
+  void OnRemoteChange() override {
+    if (on_remote_change_) on_remote_change_();
+  }
+  void OnConnectivity(bool connected) override {
+    router_.SetDivisor(connected ? 1 : router_.shared_->instances());
+    if (on_connectivity_) on_connectivity_(connected);
+  }
+
+ private:
+  Router& router_;
+  const std::function<void()> on_remote_change_;
+  const std::function<void(bool)> on_connectivity_;
+};
+
 Router::Router(const Clock& clock, StateSink* sink)
-    : clock_(clock), limiter_(clock), cooldowns_(clock, sink), pools_(clock) {
+    : clock_(clock),
+      sharing_sink_(std::make_unique<SharingSink>(sink)),
+      limiter_(clock),
+      cooldowns_(clock, sharing_sink_.get()),
+      pools_(clock) {
   snapshot_ = std::make_shared<const RoutingSnapshot>();
 }
 
-Router::~Router() = default;
+Router::~Router() {
+  if (shared_ != nullptr) shared_->SetListener(nullptr);
+}
+
+void Router::ShareState(SharedState* shared, std::function<void()> on_remote_change,
+                        std::function<void(bool)> on_connectivity) {
+  if (shared == nullptr || shared_ != nullptr) return;
+  shared_ = shared;
+  shared_listener_ = std::make_unique<SharedListener>(*this, std::move(on_remote_change),
+                                                      std::move(on_connectivity));
+  sharing_sink_->Share(shared);
+  shared->SetListener(shared_listener_.get());
+  if (!shared->connected()) SetDivisor(shared->instances());
+}
+
+RateLimits Router::LocalLimits(const Backend& b) const {
+  const int n = divisor_.load(std::memory_order_relaxed);
+  return RateLimits{DivideLimit(b.rpm_limit, n), DivideLimit(b.tpm_limit, n),
+                    DivideLimit(b.max_concurrency, n)};
+}
+
+void Router::SetDivisor(int divisor) {
+  divisor = std::max(1, divisor);
+  std::lock_guard<std::mutex> lock(update_mu_);
+  if (divisor_.exchange(divisor) == divisor) return;
+  for (const RoutingSnapshot::Entry& e : snapshot()->entries()) {
+    limiter_.Attach(e.backend.id, LocalLimits(e.backend));
+    // Back to the shared limits: they are the authority again, and what this
+    // instance spent of its share must not hold it back.
+    if (divisor == 1) limiter_.Fill(*e.limiter);
+  }
+}
+
+void Router::EndShared(const Backend& b, const std::string& lease, int64_t tokens) const {
+  if (!lease.empty()) (void)shared_->Release(b.id, lease);
+  if (tokens > 0 && b.tpm_limit > 0) {
+    (void)shared_->ChargeTokens(b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency},
+                                tokens, clock_.WallNow());
+  }
+}
 
 std::shared_ptr<const RoutingSnapshot> Router::snapshot() const {
   std::lock_guard<std::mutex> lock(snapshot_mu_);
@@ -325,7 +454,7 @@ Status Router::Update(std::vector<Backend> backends, Config config) {
   for (Backend& b : backends) {
     RoutingSnapshot::Entry e;
     e.pool_priority = config.PoolPriority(b.pool);
-    e.limiter = limiter_.Attach(b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency});
+    e.limiter = limiter_.Attach(b.id, LocalLimits(b));
     e.cooldown = cooldowns_.Attach(b);
     e.latency = pools_.Attach(b.id);
     live_ids.insert(b.id);
@@ -487,7 +616,7 @@ RoutePlan Router::Route(std::string_view model) const {
     const size_t group = plan.group_;
     const uint32_t index = plan.CandidateAtPosition();
     bool half_open = false;
-    if (!plan.SkipIfUnavailable(index, /*claim=*/false, &half_open)) {
+    if (!plan.SkipIfUnavailable(index, /*claim=*/false, &half_open, nullptr)) {
       // Rewind so that Next() examines this candidate again and claims it.
       plan.position_ = position;
       plan.group_ = group;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "json/json_depth.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 
@@ -40,23 +41,6 @@ constexpr int kMaxWeight = 1000;
 // Metadata is re-serialized with rapidjson, which recurses once per level.
 // Keep in step with json.cc.
 constexpr int kMaxMetadataDepth = 32;
-
-// True when `v` nests more than `limit` containers deep. Recurses at most
-// `limit` + 1 levels.
-bool DeeperThan(const rapidjson::Value& v, int limit) {
-  if (v.IsObject()) {
-    if (limit == 0) return true;
-    for (const auto& m : v.GetObject()) {
-      if (DeeperThan(m.value, limit - 1)) return true;
-    }
-  } else if (v.IsArray()) {
-    if (limit == 0) return true;
-    for (const auto& e : v.GetArray()) {
-      if (DeeperThan(e, limit - 1)) return true;
-    }
-  }
-  return false;
-}
 
 // The inside of a bracketed IPv6 host ("::1"): hex digits, ':' and '.' (an
 // embedded IPv4), with at least one ':'.
@@ -254,7 +238,7 @@ std::vector<FieldError> ValidateBackend(const Backend& b) {
     if (doc.HasParseError() || !doc.IsObject() ||
         b.metadata.find('\0') != std::string::npos) {
       add("metadata", "must be a JSON object");
-    } else if (DeeperThan(doc, kMaxMetadataDepth)) {
+    } else if (internal::ValueDeeperThan(doc, kMaxMetadataDepth)) {
       add("metadata", "must not nest deeper than 32 levels");
     }
   }

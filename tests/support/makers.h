@@ -3,8 +3,10 @@
 #define SWITCHBOARD_TESTS_SUPPORT_MAKERS_H_
 
 #include <string>
+#include <utility>
 
 #include "switchboard/clock.h"
+#include "switchboard/cooldown_manager.h"
 #include "switchboard/types.h"
 
 namespace switchboard::testing {
@@ -24,6 +26,15 @@ inline Backend MakeBackend(const std::string& name, const std::string& pool = "p
   b.created_at = TestEpoch();
   b.updated_at = TestEpoch();
   return b;
+}
+
+// An attempt that got HTTP `status` (with `headers`) after 100 ms.
+inline AttemptOutcome HttpOutcome(int status, Headers headers = {}) {
+  AttemptOutcome o;
+  o.http_status = status;
+  o.headers = std::move(headers);
+  o.latency = std::chrono::milliseconds(100);
+  return o;
 }
 
 // A successful usage record for `backend` at `time`.

@@ -19,11 +19,7 @@ using std::chrono::seconds;
 using testing::MakeBackend;
 
 AttemptOutcome Status(int http_status, Headers headers = {}) {
-  AttemptOutcome o;
-  o.http_status = http_status;
-  o.headers = std::move(headers);
-  o.latency = milliseconds(100);
-  return o;
+  return testing::HttpOutcome(http_status, std::move(headers));
 }
 
 AttemptOutcome Transport(TransportError e) {

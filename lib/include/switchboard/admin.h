@@ -13,6 +13,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <map>
 #include <mutex>
@@ -129,8 +130,13 @@ class AdminService {
   // everything). Returns how many records went.
   Result<int64_t> ApplyRetention();
 
-  // Puts the stored backends and config into routing now.
+  // Puts the stored backends and config into routing now. Not a change of
+  // its own: the change hook is not called.
   Status RefreshRouter();
+  // Called after every change this service stores (backends, config, client
+  // keys), under the service's write lock, e.g. to tell other instances to
+  // reload (SharedState::AnnounceChange). Set before serving.
+  void SetChangeHook(std::function<void()> hook);
 
   // --- Client keys ----------------------------------------------------------
   // POST /admin/keys: {"name": "...", "metadata": {...}}. kInvalidArgument
@@ -157,6 +163,10 @@ class AdminService {
   Status ReloadClientKeysLocked();
   // REQUIRES: write_mu_ held.
   Status RefreshRouterLocked();
+  // RefreshRouterLocked() after a stored change, and Announce(). REQUIRES: write_mu_ held.
+  Status ChangedLocked();
+  // Calls the change hook. REQUIRES: write_mu_ held.
+  void Announce();
   Backend WithLiveState(Backend b) const;
   // Encrypts `api_key` for `backend` (ciphertext + hint). REQUIRES: id set.
   Status SetKey(Backend* backend, std::string_view api_key) const;
@@ -171,6 +181,7 @@ class AdminService {
   std::shared_ptr<const ClientKeySet> keys_;  // guarded by keys_mu_ (pointer only)
   // Last-use times already in storage, by key id.
   std::map<std::string, int64_t> flushed_uses_;  // guarded by write_mu_
+  std::function<void()> change_hook_;             // guarded by write_mu_
 };
 
 // The wire forms of client keys: never the key or its hash.

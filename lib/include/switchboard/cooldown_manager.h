@@ -134,6 +134,10 @@ class CooldownManager {
 
   // Back to healthy with counters at 0 (admin "reset cooldown").
   BackendState Reset(Slot& slot) const;
+  // Takes `state` (from another instance sharing this backend) as the slot's
+  // own, without telling the sink: the instance that made the change
+  // persists it. The slot keeps its backend id.
+  void Adopt(Slot& slot, const BackendState& state) const;
 
   BackendState State(const Slot& slot) const;
 

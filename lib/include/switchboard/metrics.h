@@ -38,6 +38,9 @@ class Metrics {
   // Requests being served now.
   void AddInFlight(int64_t delta) { in_flight_.fetch_add(delta, std::memory_order_relaxed); }
   int64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
+  // A request refused because the gateway was at its in-flight limit.
+  void RecordOverloaded() { overloaded_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t overloaded() const { return overloaded_.load(std::memory_order_relaxed); }
 
   // The whole exposition: these metrics plus, from `router`, each backend's
   // status, cooldown, consecutive 429s, in-flight requests and available
@@ -62,6 +65,7 @@ class Metrics {
   std::map<std::string, Histogram> latency_;  // guarded by mu_, by backend
   std::map<std::string, Histogram> ttfb_;     // guarded by mu_, by backend
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> overloaded_{0};
 };
 
 }  // namespace switchboard

@@ -109,6 +109,9 @@ class RateLimiter {
   // Charges `tokens` (prompt + completion) to the tokens-per-minute bucket.
   // The bucket may go negative; it then refuses until it has refilled.
   void ChargeTokens(Slot& slot, int64_t tokens) const;
+  // Fills the request and tokens buckets to capacity (a tokens debt is
+  // forgiven), e.g. when another authority (a shared state) takes over.
+  void Fill(Slot& slot) const;
   // Paces the backend from what its upstream reports: with no requests (or
   // tokens) remaining it admits nothing until the reported reset; with few
   // left it spreads them evenly over the time to the reset.

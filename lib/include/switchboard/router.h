@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "switchboard/cooldown_manager.h"
 #include "switchboard/pool_manager.h"
 #include "switchboard/rate_limiter.h"
+#include "switchboard/shared_state.h"
 #include "switchboard/status.h"
 #include "switchboard/storage.h"
 #include "switchboard/types.h"
@@ -121,6 +123,7 @@ class PlannedAttempt {
   std::string upstream_model_;
   int number_ = 0;
   bool half_open_ = false;
+  std::string lease_;  // the shared concurrency lease, if one was taken
 };
 
 // The attempts for one request, taken one at a time. Not thread-safe; one
@@ -181,7 +184,8 @@ class RoutePlan {
   // Records why candidate `index` cannot be tried now and returns true, or
   // returns false when it can. With `claim`, an available candidate's token,
   // slot and half-open trial are taken (and `half_open` says if it was one).
-  bool SkipIfUnavailable(uint32_t index, bool claim, bool* half_open);
+  // With a shared state, `lease` gets the shared concurrency lease.
+  bool SkipIfUnavailable(uint32_t index, bool claim, bool* half_open, std::string* lease);
 
   const Router* router_ = nullptr;
   std::shared_ptr<const RoutingSnapshot> snapshot_;
@@ -243,6 +247,28 @@ class Router {
   // Live state of one backend; kNotFound for an unknown id.
   Result<BackendLiveState> LiveState(const std::string& backend_id) const;
 
+  // Shares limits and backend health with other instances through `shared`
+  // (switchboard/shared_state.h). Call once, before routing; `shared` must
+  // outlive the router. From then on:
+  //  * an attempt on a backend with limits also needs the shared state's
+  //    admission (rpm, tpm, max_concurrency across all instances);
+  //  * every health change (cooldown, error, recovery, reset) is published,
+  //    and the others' changes are taken as this router's own at once;
+  //  * while the shared state is unreachable, each backend's local limits
+  //    are its limits divided by the instance count last seen (at least 1
+  //    each), until it is back.
+  // `on_remote_change` runs (on the shared state's thread) when another
+  // instance changed backends or config in the store: reload them there
+  // (LoadFrom) without blocking long. `on_connectivity` runs when the
+  // shared state goes away (false) or comes back (true). Either may be empty.
+  void ShareState(SharedState* shared, std::function<void()> on_remote_change = {},
+                  std::function<void(bool)> on_connectivity = {});
+  // Null unless ShareState() was called.
+  SharedState* shared_state() const { return shared_; }
+  // What local limits are divided by now: 1, or the instance count while
+  // the shared state is unreachable.
+  int limit_divisor() const { return divisor_.load(std::memory_order_relaxed); }
+
   const Clock& clock() const { return clock_; }
   RateLimiter& limiter() { return limiter_; }
   CooldownManager& cooldowns() { return cooldowns_; }
@@ -250,14 +276,29 @@ class Router {
 
  private:
   friend class RoutePlan;
+  class SharingSink;
+  class SharedListener;
   BackendLiveState LiveStateOf(const RoutingSnapshot::Entry& entry) const;
+  // The limits the local limiter enforces for `b`: its own, divided by the
+  // current divisor.
+  RateLimits LocalLimits(const Backend& b) const;
+  // Re-attaches every backend's limiter with LocalLimits() after the
+  // divisor changed.
+  void SetDivisor(int divisor);
+  // The shared side of an attempt's end: the lease back, tokens charged.
+  void EndShared(const Backend& b, const std::string& lease, int64_t tokens) const;
 
   const Clock& clock_;
+  std::unique_ptr<SharingSink> sharing_sink_;  // the user's sink, plus publishing
   RateLimiter limiter_;
   CooldownManager cooldowns_;
   PoolManager pools_;
 
-  std::mutex update_mu_;  // serializes Update(); held while building
+  SharedState* shared_ = nullptr;  // set once, before routing
+  std::unique_ptr<SharedListener> shared_listener_;
+  std::atomic<int> divisor_{1};
+
+  std::mutex update_mu_;  // serializes Update() and SetDivisor(); held while building
   mutable std::mutex snapshot_mu_;
   std::shared_ptr<const RoutingSnapshot> snapshot_;  // guarded by snapshot_mu_ (pointer only)
 };

@@ -20,6 +20,7 @@
 #include "switchboard/rate_limiter.h"
 #include "switchboard/router.h"
 #include "switchboard/secrets.h"
+#include "switchboard/shared_state.h"
 #include "switchboard/status.h"
 #include "switchboard/storage.h"
 #include "switchboard/storage_writer.h"

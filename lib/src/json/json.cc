@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "json/json_depth.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
 #include "rapidjson/stringbuffer.h"
@@ -134,23 +135,6 @@ std::string Finish(const rapidjson::StringBuffer& buf) {
   return std::string(buf.GetString(), buf.GetSize());
 }
 
-// True when `v` nests more than `limit` containers deep (a scalar has depth 0).
-// Recurses at most `limit` + 1 levels.
-bool DeeperThan(const JsonValue& v, int limit) {
-  if (v.IsObject()) {
-    if (limit == 0) return true;
-    for (const auto& m : v.GetObject()) {
-      if (DeeperThan(m.value, limit - 1)) return true;
-    }
-  } else if (v.IsArray()) {
-    if (limit == 0) return true;
-    for (const auto& e : v.GetArray()) {
-      if (DeeperThan(e, limit - 1)) return true;
-    }
-  }
-  return false;
-}
-
 // Writes the stored JSON text `text` as a value when it parses as the wanted
 // kind (object or array) within `max_depth`; else writes `fallback` ("{}"/"[]").
 void WriteEmbeddedJson(JsonWriter& w, std::string_view text, bool want_object, int max_depth) {
@@ -158,7 +142,7 @@ void WriteEmbeddedJson(JsonWriter& w, std::string_view text, bool want_object, i
   doc.Parse<kParseFlags>(text.data(), text.size());
   const bool usable = !doc.HasParseError() && text.find('\0') == std::string_view::npos &&
                       (want_object ? doc.IsObject() : doc.IsArray()) &&
-                      !DeeperThan(doc, max_depth);
+                      !internal::ValueDeeperThan(doc, max_depth);
   if (usable) {
     doc.Accept(w);
   } else if (want_object) {
@@ -487,7 +471,7 @@ Result<BackendInput> ParseBackendObject(const JsonValue& obj, const std::string&
       in.source = *source;
     } else if (key == "metadata") {
       if (!v.IsObject()) return InvalidArgumentError("must be a JSON object", param);
-      if (DeeperThan(v, kMaxMetadataDepth)) {
+      if (internal::ValueDeeperThan(v, kMaxMetadataDepth)) {
         return InvalidArgumentError("must not nest deeper than 32 levels", param);
       }
       rapidjson::StringBuffer buf;

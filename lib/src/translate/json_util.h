@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "json/json_depth.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -65,33 +66,10 @@ inline std::string Serialize(const rapidjson::Value& v) {
 // once per level, so this bounds the stack a hostile body can use.
 inline constexpr int kMaxJsonDepth = 200;
 
-// Whether `text` nests arrays/objects deeper than `limit` (strings skipped).
-inline bool NestsDeeperThan(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
-}
-
 // Parses `text` (iteratively, so deep nesting cannot exhaust the stack while
 // parsing) and refuses documents nested deeper than kMaxJsonDepth.
 inline bool ParseJson(std::string_view text, rapidjson::Document* doc) {
-  if (NestsDeeperThan(text, kMaxJsonDepth)) return false;
+  if (TextNestsDeeperThan(text, kMaxJsonDepth)) return false;
   doc->Parse<rapidjson::kParseIterativeFlag>(text.data(), text.size());
   return !doc->HasParseError();
 }
