@@ -17,6 +17,7 @@ namespace {
 
 constexpr int kMaxDrainSeconds = 3600;
 constexpr int kMaxTimeoutSeconds = 3600;
+constexpr int kMaxConnections = 32768;  // a thread each
 
 Cli UsageError(std::string message) {
   Cli cli;
@@ -60,6 +61,9 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
   }
   if (auto keys = env("SWITCHBOARD_CLIENT_KEYS"); keys) o.client_keys = SplitKeys(*keys);
   if (auto store = env("SWITCHBOARD_STORE"); store && !store->empty()) o.store_url = *store;
+  if (auto redis = env("SWITCHBOARD_REDIS"); redis && !redis->empty()) {
+    o.shared_state_url = *redis;
+  }
 
   for (size_t i = first; i < args.size(); ++i) {
     auto [flag, inline_value] = SplitFlag(args[i]);
@@ -109,6 +113,23 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
       if (timeout->millis != nullptr) *timeout->millis = std::chrono::seconds(*seconds);
       continue;
     }
+    // Capacity: connection threads and proxied requests in flight.
+    if (flag == "--max-connections" || flag == "--max-in-flight") {
+      std::optional<std::string> v = value();
+      if (!v) return UsageError(flag + " needs a value");
+      std::optional<int> n = ParseInt(*v);
+      const int min = flag == "--max-connections" ? 16 : 1;
+      if (!n || *n < min || *n > kMaxConnections) {
+        return UsageError(flag + " must be a whole number from " + std::to_string(min) + " to " +
+                          std::to_string(kMaxConnections));
+      }
+      if (flag == "--max-connections") {
+        o.http.max_threads = static_cast<size_t>(*n);
+      } else {
+        o.max_in_flight = static_cast<size_t>(*n);
+      }
+      continue;
+    }
     std::string* target = nullptr;
     if (flag == "--listen") target = &o.listen;
     if (flag == "--db") target = &o.db_path;
@@ -116,6 +137,7 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
     if (flag == "--import") target = &o.import_file;
     if (flag == "--admin-token-file") target = &o.admin_token_file;
     if (flag == "--store") target = &o.store_url;
+    if (flag == "--redis") target = &o.shared_state_url;
     if (target != nullptr || flag == "--drain-seconds") {
       std::optional<std::string> v = value();
       if (!v) return UsageError(flag + " needs a value");
@@ -141,6 +163,15 @@ Cli ParseServe(const std::vector<std::string>& args, size_t first, const EnvLook
   }
   if (!o.store_url.empty() && !IsPostgresUrl(o.store_url)) {
     return UsageError("--store must be a postgres:// or postgresql:// URL");
+  }
+  if (!o.shared_state_url.empty() && o.shared_state_url.rfind("redis://", 0) != 0) {
+    return UsageError("--redis must be a redis:// URL");
+  }
+  if (o.max_in_flight > UsableThreads(o.http.max_threads)) {
+    return UsageError("--max-in-flight must be at most " +
+                      std::to_string(UsableThreads(o.http.max_threads)) + " with " +
+                      std::to_string(o.http.max_threads) +
+                      " connections: the rest are kept for /healthz and the admin API");
   }
   if (o.demo && !db_given) o.db_path.clear();  // a temporary store (see ServerOptions)
   return cli;
@@ -248,6 +279,10 @@ std::string ServeHelpText() {
          "  --db PATH               SQLite database (default switchboard.db)  [$SWITCHBOARD_DB]\n"
          "  --store URL             PostgreSQL store instead of --db, shared by instances:\n"
          "                          postgres://USER[:PASSWORD]@HOST:PORT/DB  [$SWITCHBOARD_STORE]\n"
+         "  --redis URL             share rate limits, concurrency caps and backend health\n"
+         "                          with every instance on this Redis, and announce admin\n"
+         "                          changes to them: redis://[:PASSWORD@]HOST:PORT[/DB]\n"
+         "                          [$SWITCHBOARD_REDIS]\n"
          "  --master-key-file PATH  master key file (default: PATH.key beside the database;\n"
          "                          created with mode 0600 when missing)\n"
          "  --import FILE           create or update backends (by name) from a JSON array\n"
@@ -266,6 +301,12 @@ std::string ServeHelpText() {
          "  --request-timeout N     deadline for a whole proxied request across all its\n"
          "                          attempts, in seconds; 0: the sum of the backends'\n"
          "                          timeouts (default 0)\n"
+         "  --max-connections N     connections served at once, a thread each (default\n"
+         "                          2048); more wait for a free one\n"
+         "  --max-in-flight N       proxied requests (streams included) at once; more get\n"
+         "                          503 server_overloaded with Retry-After: 1 (default:\n"
+         "                          --max-connections less 1/16 of it, at least 8, kept\n"
+         "                          for /healthz, /metrics and the admin API)\n"
          "  -h, --help              print this help\n"
          "\n"
          "Environment:\n"

@@ -43,9 +43,10 @@ std::optional<std::string> GetEnv(const std::string& name);
 
 // Parses the arguments after the program name:
 //   switchboard serve [--listen HOST:PORT] [--db PATH] [--master-key-file PATH] [--admin-token-file PATH]
-//                     [--import FILE] [--demo] [--drain-seconds N]
+//                     [--import FILE] [--demo] [--drain-seconds N] [--store URL] [--redis URL]
 //                     [--header-timeout N] [--body-timeout N] [--idle-timeout N]
 //                     [--connect-timeout N] [--request-timeout N]
+//                     [--max-connections N] [--max-in-flight N]
 //   switchboard rotate-master-key --new-master-key-file PATH [--db PATH | --store URL]
 //                                 [--master-key-file PATH]
 //   switchboard --version | --help | serve --help | rotate-master-key --help

@@ -24,7 +24,11 @@
 //     * keeps the connection's socket in a thread_local, so handlers can ask
 //       ClientGone() while they wait on an upstream;
 //     * registers every open socket, so a shutdown can wait for them, and as
-//       a last resort shutdown(2) them.
+//       a last resort shutdown(2) them;
+//     * under pressure (pressure_connections open, near max_threads) closes
+//       idle keep-alive connections at once (a second eventfd in their poll)
+//       and every connection after its response, so the last threads serve
+//       new clients rather than sockets that may never send again.
 //   Writes are non-blocking sends after poll(POLLOUT), so a client that stops
 //   reading fails the write after write_timeout instead of blocking forever,
 //   and each chunk a handler writes goes out at once (TCP_NODELAY).
@@ -504,6 +508,9 @@ void WriteHeadError(httplib::Stream& stream, int status) {
 
 HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options)) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pressure_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pressure_mark_ = options_.pressure_connections > 0 ? options_.pressure_connections
+                                                     : UsableThreads(options_.max_threads);
   new_task_queue = [this] {
     return new DynamicThreadPool(options_.max_threads, options_.idle_thread_timeout);
   };
@@ -536,7 +543,7 @@ HttpServer::HttpServer(HttpServerOptions options) : options_(std::move(options))
   // Runs just before the response head is written: a response that ends its
   // connection says so, including one whose request began before a drain.
   set_post_routing_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (draining_ || tl_close_after) {
+    if (draining_ || tl_close_after || pressured_) {
       res.headers.erase("Keep-Alive");
       res.headers.erase("Connection");
       res.set_header("Connection", "close");
@@ -550,6 +557,7 @@ HttpServer::~HttpServer() {
     if (sock != INVALID_SOCKET) ::close(sock);
   }
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (pressure_fd_ >= 0) ::close(pressure_fd_);
 }
 
 bool HttpServer::listen_after_bind() {
@@ -631,13 +639,28 @@ std::function<bool()> HttpServer::ClientGoneCallback() const {
   return [this, fd = tl_socket] { return forced_.load() || (fd >= 0 && SocketGone(fd)); };
 }
 
-HttpServer::Wait HttpServer::WaitForRequest(socket_t sock, milliseconds timeout,
-                                            bool watch_wake) const {
+void HttpServer::UpdatePressureLocked() {
+  const bool over = conns_.size() >= pressure_mark_;
+  if (over == pressured_.load()) return;
+  pressured_ = over;
+  if (pressure_fd_ < 0) return;
+  if (over) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(pressure_fd_, &one, sizeof(one));
+  } else {
+    uint64_t count = 0;  // reading resets the eventfd
+    [[maybe_unused]] ssize_t n = ::read(pressure_fd_, &count, sizeof(count));
+  }
+}
+
+HttpServer::Wait HttpServer::WaitForRequest(socket_t sock, milliseconds timeout, bool watch_wake,
+                                            bool idle) const {
   const auto deadline = SteadyClock::now() + timeout;
   for (;;) {
-    pollfd fds[2] = {{sock, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    const nfds_t n = watch_wake && wake_fd_ >= 0 ? 2 : 1;
-    const int r = ::poll(fds, n, PollMillis(timeout));
+    pollfd fds[3] = {{sock, POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
+    if (watch_wake) fds[1].fd = wake_fd_;  // poll() skips negative fds
+    if (idle) fds[2].fd = pressure_fd_;
+    const int r = ::poll(fds, 3, PollMillis(timeout));
     if (r > 0) {
       if (fds[0].revents != 0) return Wait::kReadable;  // data, EOF or error: let the read tell
       return Wait::kWoken;
@@ -670,6 +693,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     conns_.insert(sock);
+    UpdatePressureLocked();
   }
   SetNoDelay(sock);
   SocketStream stream(sock, options_);
@@ -680,7 +704,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
   size_t served = 0;
   for (;;) {
     if (stopped_ || forced_ || svr_sock_ == INVALID_SOCKET) break;
-    if (served > 0 && draining_) break;
+    if (served > 0 && (draining_ || pressured_)) break;
     if (!stream.buffered()) {
       // A connection's first request must arrive within header_timeout of the
       // accept; later ones within keep_alive_timeout of the previous answer.
@@ -689,7 +713,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
         timeout = std::chrono::duration_cast<milliseconds>(accepted + options_.header_timeout -
                                                            SteadyClock::now());
       }
-      Wait w = WaitForRequest(sock, timeout, /*watch_wake=*/true);
+      Wait w = WaitForRequest(sock, timeout, /*watch_wake=*/true, /*idle=*/served > 0);
       if (w == Wait::kWoken && served == 0 && !stopped_ && !forced_) {
         // Draining: a fresh connection still gets its one request, if the
         // client sends it promptly.
@@ -701,7 +725,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
                                     : SteadyClock::now() + options_.header_timeout);
     tl_close_after = false;
     ++active_requests_;
-    const bool close_connection = draining_ || served + 1 >= options_.max_requests_per_connection;
+    const bool close_connection = draining_ || pressured_ || served + 1 >= options_.max_requests_per_connection;
     bool connection_closed = false;
     ok = process_request(stream, close_connection, connection_closed,
                          [&stream](httplib::Request& req) {
@@ -733,6 +757,7 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     conns_.erase(sock);
+    UpdatePressureLocked();
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
   }

@@ -106,7 +106,24 @@ struct HttpServerOptions {
   size_t max_requests_per_connection = 10000;
   // Connections the kernel queues before accept() (capped by somaxconn).
   int listen_backlog = 4096;
+  // With this many connections open the server is under pressure: idle
+  // keep-alive connections close at once and every response closes its
+  // connection, so the threads left (ReservedThreads) go to new clients, a
+  // health check or an admin call, not to idle sockets. 0: max_threads -
+  // ReservedThreads(max_threads).
+  size_t pressure_connections = 0;
 };
+
+// The connection threads kept for anything but proxied requests: 1/16 of
+// them, at least 8. The server's default cap on requests in flight and the
+// default pressure mark are max_threads minus this.
+constexpr size_t ReservedThreads(size_t max_threads) {
+  return max_threads / 16 > 8 ? max_threads / 16 : 8;
+}
+constexpr size_t UsableThreads(size_t max_threads) {
+  return max_threads > ReservedThreads(max_threads) ? max_threads - ReservedThreads(max_threads)
+                                                    : 1;
+}
 
 // An httplib::Server with a thread per connection (on demand), client-gone
 // detection, slow-client timeouts and a graceful drain. Register handlers as
@@ -162,6 +179,8 @@ class HttpServer : public httplib::Server {
   size_t open_connections() const;
   // Requests being processed now (first byte received, response not yet done).
   size_t active_requests() const { return active_requests_.load(); }
+  // Open connections are at or past options().pressure_connections.
+  bool under_pressure() const { return pressured_.load(); }
 
   // For the current handler's request (call on its thread): true once the
   // client went away or ForceEnd() was called. Safe to call from any thread
@@ -177,8 +196,12 @@ class HttpServer : public httplib::Server {
   // Waits until `sock` is readable (true), `timeout` passes, or a wake-up
   // (drain, stop) arrives (false).
   enum class Wait { kReadable, kTimeout, kWoken };
-  Wait WaitForRequest(socket_t sock, std::chrono::milliseconds timeout, bool watch_wake) const;
+  // `idle`: the connection served a request already, so pressure wakes it too.
+  Wait WaitForRequest(socket_t sock, std::chrono::milliseconds timeout, bool watch_wake,
+                      bool idle = false) const;
   void Wake();
+  // Under conns_mu_: turns pressure on or off after conns_ changed.
+  void UpdatePressureLocked();
   void LingeringClose(socket_t sock) const;
 
   const HttpServerOptions options_;
@@ -190,6 +213,9 @@ class HttpServer : public httplib::Server {
   std::atomic<bool> draining_{false};
   std::atomic<bool> forced_{false};
   std::atomic<size_t> active_requests_{0};
+  size_t pressure_mark_ = 0;  // open connections at which pressure begins
+  int pressure_fd_ = -1;      // an eventfd, readable while under pressure
+  std::atomic<bool> pressured_{false};
 
   mutable std::mutex conns_mu_;
   std::condition_variable conns_cv_;  // signalled when a connection closes

@@ -17,6 +17,7 @@
 #include "http_util.h"
 #include "import.h"
 #include "switchboard/postgres_storage.h"
+#include "switchboard/redis_shared_state.h"
 
 namespace switchboard::server {
 
@@ -55,38 +56,10 @@ constexpr KnownPath kKnownPaths[] = {
 // reading.
 constexpr size_t kMaxPayload = size_t{1} << 30;
 
-constexpr int kMaxJsonNesting = 512;
-
 Api ApiForPath(std::string_view path) {
   return path.rfind("/v1/messages", 0) == 0 ? Api::kAnthropic : Api::kOpenAI;
 }
 
-
-// How deeply `json` nests arrays and objects (outside strings). Invalid JSON
-// is the proxy's to refuse; this only guards its recursive parser against
-// "[[[[..." bodies that would exhaust a thread's stack.
-int JsonNesting(std::string_view json) {
-  int depth = 0;
-  int deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < json.size(); ++i) {
-    const char c = json[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 // The error event that ends a stream the server had to cut off.
 std::string ShutdownErrorEvent(Api api) {
@@ -128,12 +101,14 @@ Server::~Server() {
   // Stop serving before what the handlers use goes away, and close the store
   // before removing its directory.
   http_.reset();
+  StopReloadLoop();
   admin_api_.reset();
   admin_.reset();
   proxy_.reset();
   metrics_.reset();
   owned_upstream_.reset();
   router_.reset();
+  shared_.reset();
   writer_.reset();
   storage_.reset();
   demo_.reset();
@@ -219,6 +194,84 @@ Status Server::OpenPostgresStore() {
   return Status::Ok();
 }
 
+Status Server::OpenSharedState() {
+  if (options_.shared_state_url.empty()) return Status::Ok();
+  RedisSharedStateOptions redis;
+  redis.url = options_.shared_state_url;
+  // Every proxied request to a limited backend takes a connection for a
+  // round trip or two; a few more than the cores keeps them from queueing.
+  redis.max_connections = 16;
+  Result<std::unique_ptr<SharedState>> shared = OpenRedisSharedState(redis);
+  if (!shared.ok()) {
+    return Status(shared.status().code(), "shared state: " + shared.status().message());
+  }
+  shared_ = *std::move(shared);
+  router_->ShareState(
+      shared_.get(),
+      [this] {
+        {
+          std::lock_guard<std::mutex> lock(reload_mu_);
+          reload_pending_ = true;
+        }
+        reload_wake_.notify_all();
+      },
+      [this](bool connected) {
+        if (connected) {
+          std::fprintf(stderr,
+                       "switchboard: shared state reachable again: limits are shared by %d "
+                       "instances\n",
+                       shared_->instances());
+          // Changes announced while it was away were missed: reload.
+          {
+            std::lock_guard<std::mutex> lock(reload_mu_);
+            reload_pending_ = true;
+          }
+          reload_wake_.notify_all();
+        } else {
+          std::fprintf(stderr,
+                       "switchboard: shared state unreachable: each backend's limits are "
+                       "divided by %d (the instances last seen) until it is back\n",
+                       router_->limit_divisor());
+        }
+      });
+  if (!shared_->connected()) {
+    std::fprintf(stderr,
+                 "switchboard: shared state %s unreachable at start: each backend's limits are "
+                 "divided by %d until it is reachable\n",
+                 RedactRedisUrl(options_.shared_state_url).c_str(), router_->limit_divisor());
+  } else {
+    std::fprintf(stderr, "switchboard: sharing limits and backend health through %s (%d instances)\n",
+                 RedactRedisUrl(options_.shared_state_url).c_str(), shared_->instances());
+  }
+  return Status::Ok();
+}
+
+void Server::ReloadLoop() {
+  std::unique_lock<std::mutex> lock(reload_mu_);
+  for (;;) {
+    reload_wake_.wait(lock, [this] { return reload_pending_ || reload_stop_; });
+    if (reload_stop_) return;
+    reload_pending_ = false;
+    lock.unlock();
+    Status routed = admin_->RefreshRouter();
+    Status keys = admin_->ReloadClientKeys();
+    if (!routed.ok() || !keys.ok()) {
+      std::fprintf(stderr, "switchboard: reloading another instance's change failed: %s\n",
+                   (!routed.ok() ? routed : keys).message().c_str());
+    }
+    lock.lock();
+  }
+}
+
+void Server::StopReloadLoop() {
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    reload_stop_ = true;
+  }
+  reload_wake_.notify_all();
+  if (reload_thread_.joinable()) reload_thread_.join();
+}
+
 Status Server::Start() {
   if (http_) return FailedPreconditionError("the server was started already");
   Result<ListenAddress> listen = ParseListenAddress(options_.listen);
@@ -226,6 +279,16 @@ Status Server::Start() {
     return InvalidArgumentError("listen address " + options_.listen + ": " +
                                 listen.status().message());
   }
+  const size_t usable_threads = UsableThreads(options_.http.max_threads);
+  if (options_.max_in_flight > usable_threads) {
+    return InvalidArgumentError(
+        "max in flight " + std::to_string(options_.max_in_flight) + " leaves too few of the " +
+            std::to_string(options_.http.max_threads) +
+            " connection threads for health checks and the admin API: at most " +
+            std::to_string(usable_threads),
+        "max_in_flight");
+  }
+  max_in_flight_ = options_.max_in_flight > 0 ? options_.max_in_flight : usable_threads;
   SWITCHBOARD_RETURN_IF_ERROR(InitCrypto());
   SWITCHBOARD_RETURN_IF_ERROR(OpenStore());
   const SystemTime now = Clock::Real().WallNow();
@@ -252,6 +315,7 @@ Status Server::Start() {
 
   writer_ = std::make_unique<StorageWriter>(*storage_);
   router_ = std::make_unique<Router>(Clock::Real(), writer_.get());
+  SWITCHBOARD_RETURN_IF_ERROR(OpenSharedState());
   SWITCHBOARD_RETURN_IF_ERROR(router_->LoadFrom(*storage_));
 
   upstream_ = options_.upstream;
@@ -262,6 +326,17 @@ Status Server::Start() {
     upstream_ = owned_upstream_.get();
   }
   admin_ = std::make_unique<AdminService>(*storage_, *router_, *cipher_, Clock::Real());
+  if (shared_) {
+    admin_->SetChangeHook([shared = shared_.get()] {
+      if (Status s = shared->AnnounceChange(); !s.ok()) {
+        std::fprintf(stderr,
+                     "switchboard: could not announce a change to the other instances (%s); "
+                     "they pick it up when the shared state is back\n",
+                     s.message().c_str());
+      }
+    });
+    reload_thread_ = std::thread([this] { ReloadLoop(); });
+  }
   AdminAuthOptions auth_options;
   auth_options.env_var = options_.admin_token_env;
   auth_options.token_file = options_.admin_token_file;
@@ -442,6 +517,37 @@ void Server::HandleUnrouted(const Request& req, Response& res) {
   SendError(res, api, 404, "Unknown request URL: " + req.method + " " + req.path);
 }
 
+class Server::InFlightSlot {
+ public:
+  InFlightSlot() = default;
+  // Takes a place if fewer than `limit` are taken.
+  InFlightSlot(std::atomic<size_t>& count, size_t limit) {
+    size_t n = count.load(std::memory_order_relaxed);
+    do {
+      if (n >= limit) return;
+    } while (!count.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    count_ = &count;
+  }
+  InFlightSlot(InFlightSlot&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+  InFlightSlot& operator=(InFlightSlot&& other) noexcept {
+    if (this != &other) {
+      Release();
+      count_ = std::exchange(other.count_, nullptr);
+    }
+    return *this;
+  }
+  ~InFlightSlot() { Release(); }
+
+  explicit operator bool() const { return count_ != nullptr; }
+
+ private:
+  void Release() {
+    if (count_ != nullptr) count_->fetch_sub(1, std::memory_order_relaxed);
+    count_ = nullptr;
+  }
+  std::atomic<size_t>* count_ = nullptr;
+};
+
 void Server::HandleProxy(const Request& req, Response& res, const ContentReader& reader, Api api,
                          const std::string& endpoint) {
   const std::string client_id = req.get_header_value("x-request-id");
@@ -453,6 +559,18 @@ void Server::HandleProxy(const Request& req, Response& res, const ContentReader&
     SendError(res, api, 401,
               "Missing or invalid API key. Send it as 'Authorization: Bearer KEY' or "
               "'x-api-key: KEY'.");
+    return;
+  }
+  InFlightSlot slot(in_flight_, max_in_flight_);
+  if (!slot) {
+    // Refused before reading the body, so the connection cannot be reused.
+    if (HasRequestBody(req)) CloseConnectionAfter(res);
+    metrics_->RecordOverloaded();
+    SetHeader(res, "Retry-After", "1");
+    SendError(res, api, 503,
+              "The gateway is serving its limit of " + std::to_string(max_in_flight_) +
+                  " requests at once; retry shortly.",
+              "server_overloaded");
     return;
   }
   const int64_t limit = BodyLimit();
@@ -482,12 +600,6 @@ void Server::HandleProxy(const Request& req, Response& res, const ContentReader&
       SendError(res, api, 400, "Could not read the request body.");
       return;
   }
-  if (JsonNesting(body) > kMaxJsonNesting) {
-    SendError(res, api, 400,
-              "The JSON body nests deeper than " + std::to_string(kMaxJsonNesting) + " levels.",
-              "invalid_json");
-    return;
-  }
 
   ProxyRequest request;
   request.api = api;
@@ -504,10 +616,11 @@ void Server::HandleProxy(const Request& req, Response& res, const ContentReader&
     request.client_headers.emplace_back(name, value);
   }
   request.client_gone = http_->ClientGoneCallback();
-  WriteProxyResponse(api, proxy_->Handle(std::move(request)), res);
+  WriteProxyResponse(api, proxy_->Handle(std::move(request)), std::move(slot), res);
 }
 
-void Server::WriteProxyResponse(Api api, ProxyResponse response, Response& res) {
+void Server::WriteProxyResponse(Api api, ProxyResponse response, InFlightSlot slot,
+                                Response& res) {
   if (response.status < 100 || response.status > 999) {
     SendError(res, api, 502, "The gateway produced no response.");
     return;
@@ -535,9 +648,11 @@ void Server::WriteProxyResponse(Api api, ProxyResponse response, Response& res) 
   struct StreamState {
     std::unique_ptr<ProxyStream> stream;
     bool ended = false;  // saw [DONE] or an error event
+    InFlightSlot slot;   // released when httplib drops the provider
   };
   auto state = std::make_shared<StreamState>();
   state->stream = std::move(response.stream);
+  state->slot = std::move(slot);
   if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-cache");
   SetHeader(res, "X-Accel-Buffering", "no");
   HttpServer* http = http_.get();

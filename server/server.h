@@ -33,6 +33,7 @@
 #include "switchboard/proxy.h"
 #include "switchboard/router.h"
 #include "switchboard/secrets.h"
+#include "switchboard/shared_state.h"
 #include "switchboard/status.h"
 #include "switchboard/storage.h"
 #include "switchboard/storage_writer.h"
@@ -60,6 +61,11 @@ struct ServerOptions {
   // A JSON file of backends (see ParseBackendImport) created or updated by
   // name at start, with source "import". Empty: none.
   std::string import_file;
+  // A Redis URL ("redis://[:password@]host:port[/db]"); when set, rate
+  // limits, concurrency caps and backend health are shared with every
+  // instance using the same Redis, and admin changes are announced to them
+  // (see docs/scale-out.md). Empty: this instance alone.
+  std::string shared_state_url;
   // Starts the built-in mock upstreams and their backends (see demo.h).
   bool demo = false;
   DemoOptions demo_options;
@@ -79,6 +85,11 @@ struct ServerOptions {
   // their streams are ended with an error event.
   std::chrono::milliseconds drain_timeout = std::chrono::seconds(10);
   HttpServerOptions http;
+  // Most proxied requests in flight at once, streams included; past it a
+  // request gets 503 "server_overloaded" with Retry-After: 1 at once, and the
+  // connection threads left serve /healthz, /metrics and the admin API.
+  // 0: UsableThreads(http.max_threads). At most that (Start() refuses more).
+  size_t max_in_flight = 0;
   // Upstream connect timeout and the deadline for a whole request across
   // attempts (--connect-timeout, --request-timeout).
   ProxyOptions proxy;
@@ -133,12 +144,21 @@ class Server {
   void RegisterRoutes();
   void HandleProxy(const httplib::Request& req, httplib::Response& res,
                    const httplib::ContentReader& reader, Api api, const std::string& endpoint);
-  void WriteProxyResponse(Api api, ProxyResponse response, httplib::Response& res);
+  // A proxied request's place under max_in_flight, held until its response
+  // (or stream) is done; empty when the gateway is full.
+  class InFlightSlot;
+  void WriteProxyResponse(Api api, ProxyResponse response, InFlightSlot slot,
+                          httplib::Response& res);
   void HandleUnrouted(const httplib::Request& req, httplib::Response& res);
   bool Authorized(const httplib::Request& req) const;
   int64_t BodyLimit() const;
   void Drain();
   void RetentionLoop();
+  Status OpenSharedState();
+  // Reloads backends, config and client keys when another instance changed
+  // them (signalled by the shared state), off the shared state's thread.
+  void ReloadLoop();
+  void StopReloadLoop();
 
   const ServerOptions options_;
   std::string host_;
@@ -146,11 +166,14 @@ class Server {
   std::string db_path_;
   std::string temp_dir_;  // the demo's store directory, removed on destruction
   std::vector<std::array<unsigned char, 32>> client_key_hashes_;  // SHA-256
+  size_t max_in_flight_ = 0;
+  std::atomic<size_t> in_flight_{0};  // proxied requests holding an InFlightSlot
 
   std::unique_ptr<DemoUpstreams> demo_;
   std::unique_ptr<Storage> storage_;
   std::unique_ptr<KeyCipher> cipher_;
   std::unique_ptr<StorageWriter> writer_;
+  std::unique_ptr<SharedState> shared_;  // outlives router_, which listens to it
   std::unique_ptr<Router> router_;
   std::unique_ptr<UpstreamClient> owned_upstream_;
   UpstreamClient* upstream_ = nullptr;
@@ -168,6 +191,12 @@ class Server {
   std::condition_variable retention_wake_;  // with shutdown_mu_
   bool retention_stop_ = false;       // guarded by shutdown_mu_
   std::thread retention_thread_;
+
+  std::mutex reload_mu_;
+  std::condition_variable reload_wake_;  // with reload_mu_
+  bool reload_pending_ = false;          // guarded by reload_mu_
+  bool reload_stop_ = false;             // guarded by reload_mu_
+  std::thread reload_thread_;
 };
 
 

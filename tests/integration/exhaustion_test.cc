@@ -2,7 +2,10 @@
 // streams held open by an upstream that never answers, a new client still
 // gets /healthz, the admin API and a chat request to another backend within
 // a second. SWITCHBOARD_EXHAUSTION_STREAMS changes the number of held streams
-// (200 by default).
+// (200 by default). With the proxy at its in-flight limit (--max-in-flight)
+// and its connection threads (--max-connections) nearly all taken, a new
+// chat request is refused with 503 at once, idle keep-alive connections are
+// closed to free their threads, and /healthz and the admin API still answer.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -29,6 +32,7 @@ struct Timed {
   int status = 0;
   std::string body;
   std::string content_type;
+  std::string retry_after;
   long long ms = 0;
 };
 
@@ -48,6 +52,7 @@ Timed TimedRequest(int port, const std::string& method, const std::string& path,
     out.status = res->status;
     out.body = res->body;
     out.content_type = res->get_header_value("Content-Type");
+    out.retry_after = res->get_header_value("Retry-After");
   }
   return out;
 }
@@ -128,6 +133,105 @@ TEST_CASE(
       std::printf("exhaustion: %d held streams: '%s'\n", count, answer.c_str());
     }
   }
+}
+
+TEST_CASE(
+    "At the in-flight limit a new chat request gets 503 server_overloaded at once, idle "
+    "keep-alive connections are closed to keep threads free, /healthz and the admin API "
+    "answer within 1 s, and requests are served again once the streams end",
+    "[exhaustion]") {
+  // 96 connection threads keep 8 for anything but proxying (1/16, at least 8),
+  // so the pressure mark is 88 open connections. 40 idle + 64 streams would
+  // need 104 threads: without the server closing idle connections, the last
+  // streams and every probe would wait for a thread.
+  constexpr size_t kThreads = 96;
+  constexpr size_t kMark = 88;
+  constexpr size_t kInFlight = 64;
+  constexpr size_t kIdle = 40;
+  MockUpstream held_upstream(kInFlight + 8);
+  held_upstream.SetDefault(kChatPath, MockReply{.hang = true});
+  MockUpstream answering(8);
+  answering.SetDefault(kChatPath, ChatCompletionReply("gpt-4o-upstream", "served again"));
+
+  ServerProcessOptions o;
+  BackendSpec held = Backend("held", held_upstream.base_url(), "primary", /*timeout_seconds=*/300);
+  held.models = {{"held-model", "held-upstream"}};
+  o.backends = {held, Backend("answering", answering.base_url(), "primary")};
+  o.env = {"SWITCHBOARD_ADMIN_TOKEN=" + kAdminToken};
+  // A long keep-alive timeout: only pressure can close the idle connections.
+  o.extra_args = {"--max-connections", std::to_string(kThreads), "--max-in-flight",
+                  std::to_string(kInFlight), "--idle-timeout", "600", "--drain-seconds", "1"};
+  TestServer server(std::move(o));
+
+  // Idle keep-alive connections, each after one answered request.
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (size_t i = 0; i < kIdle; ++i) {
+    auto c = std::make_unique<RawConnection>(server.port());
+    REQUIRE(c->connected());
+    REQUIRE(c->Send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+    REQUIRE(c->ReadUntil([](const std::string& r) { return r.find("\"ok\"") != std::string::npos; },
+                         seconds(10)));
+    CHECK(c->received().find("Connection: close") == std::string::npos);
+    idle.push_back(std::move(c));
+  }
+  // The streams that fill the in-flight limit.
+  std::vector<std::unique_ptr<RawConnection>> clients;
+  for (size_t i = 0; i < kInFlight; ++i) {
+    auto c = std::make_unique<RawConnection>(server.port());
+    REQUIRE(c->connected());
+    REQUIRE(c->Send(RawPost(kChatPath, StreamChatBody("held-model"))));
+    clients.push_back(std::move(c));
+  }
+  REQUIRE(held_upstream.WaitForRequests(kInFlight, seconds(60)));
+
+  // Past the pressure mark the server closed idle connections until the open
+  // ones were below the mark again (the rest of the threads stay free).
+  size_t closed = 0;
+  for (auto& c : idle) {
+    c->ReadUntil([](const std::string&) { return false; }, milliseconds(200));
+    if (c->eof()) ++closed;
+  }
+  CHECK(closed >= kIdle + kInFlight - (kMark - 1));
+
+  const Timed chat =
+      TimedRequest(server.port(), "POST", kChatPath, {}, ChatBody("gpt-4o", "anyone there?"));
+  const Timed health = TimedRequest(server.port(), "GET", "/healthz", {});
+  const Timed admin = TimedRequest(server.port(), "GET", "/admin/backends",
+                                   {{"Authorization", "Bearer " + kAdminToken}});
+  const Timed metrics = TimedRequest(server.port(), "GET", "/metrics", {});
+  std::printf(
+      "exhaustion: %zu streams at the in-flight limit, %zu of %zu idle connections closed by the "
+      "server; "
+      "chat %d in %lld ms, /healthz %d in %lld ms, GET /admin/backends %d in %lld ms\n",
+      kInFlight, closed, kIdle, chat.status, chat.ms, health.status, health.ms, admin.status,
+      admin.ms);
+
+  INFO(chat.body);
+  CHECK(chat.status == 503);
+  CHECK(chat.ms < 1000);
+  CHECK(chat.retry_after == "1");
+  CHECK(chat.content_type.find("application/json") != std::string::npos);
+  CHECK(OpenAIErrorProblem(chat.body, "server_overloaded") == "");
+  CHECK(health.status == 200);
+  CHECK(health.ms < 1000);
+  CHECK(admin.status == 200);
+  CHECK(admin.ms < 1000);
+  CHECK(metrics.status == 200);
+  CHECK(metrics.body.find("switchboard_overloaded_requests_total 1\n") != std::string::npos);
+  // The refused request never reached an upstream.
+  CHECK(answering.request_count() == 0);
+  CHECK(held_upstream.request_count() == kInFlight);
+
+  // The clients of the held streams leave: their places free up.
+  clients.clear();
+  Timed again;
+  const SteadyTime deadline = SteadyClock::now() + seconds(30);
+  do {
+    again = TimedRequest(server.port(), "POST", kChatPath, {}, ChatBody("gpt-4o", "now?"));
+  } while (again.status == 503 && SteadyClock::now() < deadline);
+  INFO(again.body);
+  CHECK(again.status == 200);
+  CHECK(again.body.find("served again") != std::string::npos);
 }
 
 }  // namespace

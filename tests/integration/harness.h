@@ -549,6 +549,16 @@ class RefusingPort {
   int port_ = 0;
 };
 
+// Whether this build runs under ASan or TSan (the server binary is built
+// the same way): memory bounds do not hold there, timings are slower.
+inline bool Sanitized() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#else
+  return false;
+#endif
+}
+
 // ---- Backends ----
 
 inline BackendSpec Backend(std::string name, std::string base_url, std::string pool,

@@ -28,14 +28,6 @@ bool FullVariant() {
   return v != nullptr && std::string(v) == "1";
 }
 
-bool Sanitized() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return true;
-#else
-  return false;
-#endif
-}
-
 ServerProcessOptions HostileOptions(const MockUpstream& mock) {
   ServerProcessOptions options;
   options.backends = {Backend("primary", mock.base_url(), "primary")};

@@ -172,3 +172,42 @@ TEST_CASE("rotate-master-key reads its flags and needs the new key file", "[cli]
   CHECK(ParseCommandLine({"rotate-master-key", "--help"}, Env()).action ==
         Cli::Action::kRotateMasterKeyHelp);
 }
+
+TEST_CASE("serve reads the capacity from --max-connections and --max-in-flight, within bounds",
+          "[cli]") {
+  Cli cli = ParseCommandLine({"serve", "--max-connections", "512", "--max-in-flight=400"}, Env());
+  REQUIRE(cli.action == Cli::Action::kServe);
+  CHECK(cli.options.http.max_threads == 512);
+  CHECK(cli.options.max_in_flight == 400);
+
+  Cli defaults = ParseCommandLine({"serve"}, Env());
+  CHECK(defaults.options.http.max_threads == 2048);
+  CHECK(defaults.options.max_in_flight == 0);  // the server derives 1920
+
+  // 512 connections keep 32 threads: at most 480 proxied requests.
+  Cli too_many = ParseCommandLine({"serve", "--max-connections", "512", "--max-in-flight", "481"},
+                                  Env());
+  CHECK(too_many.action == Cli::Action::kUsageError);
+  CHECK(too_many.error.find("at most 480") != std::string::npos);
+  for (const char* bad : {"0", "-5", "many", "15", "40000"}) {
+    INFO(bad);
+    CHECK(ParseCommandLine({"serve", "--max-connections", bad}, Env()).action ==
+          Cli::Action::kUsageError);
+  }
+  CHECK(ParseCommandLine({"serve", "--max-in-flight", "0"}, Env()).action ==
+        Cli::Action::kUsageError);
+}
+
+TEST_CASE("serve takes the shared state from --redis or $SWITCHBOARD_REDIS, only as a redis URL",
+          "[cli]") {
+  Cli cli = ParseCommandLine({"serve", "--redis", "redis://127.0.0.1:6379/2"}, Env());
+  REQUIRE(cli.action == Cli::Action::kServe);
+  CHECK(cli.options.shared_state_url == "redis://127.0.0.1:6379/2");
+  Cli from_env =
+      ParseCommandLine({"serve"}, Env({{"SWITCHBOARD_REDIS", "redis://:pw@cache:6379"}}));
+  CHECK(from_env.options.shared_state_url == "redis://:pw@cache:6379");
+  CHECK(ParseCommandLine({"serve"}, Env()).options.shared_state_url.empty());
+  Cli bad = ParseCommandLine({"serve", "--redis", "http://user:secret-pw@cache:6379"}, Env());
+  CHECK(bad.action == Cli::Action::kUsageError);
+  CHECK(bad.error.find("secret-pw") == std::string::npos);
+}

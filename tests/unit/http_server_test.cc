@@ -365,6 +365,84 @@ TEST_CASE("An idle keep-alive connection is closed after the keep-alive timeout"
   ::close(fd);
 }
 
+TEST_CASE("Under pressure idle keep-alive connections close at once and a new client is served",
+          "[http_server]") {
+  HttpServerOptions options;
+  options.max_threads = 7;
+  options.pressure_connections = 4;
+  options.keep_alive_timeout = seconds(300);  // only pressure can close them early
+  TestServer server(options);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  server.http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok", "text/plain");
+  });
+  server.http.Get("/hold", [&](const httplib::Request&, httplib::Response& res) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return release; });
+    res.set_content("held", "text/plain");
+  });
+  server.Start();
+
+  // Three idle keep-alive connections: below the mark, they stay open.
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) {
+    idle.push_back(Connect(server.port));
+    REQUIRE(SendAll(idle.back(), "GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+    const std::string answer = ReadUntil(idle.back(), "\r\n\r\nok", seconds(5));
+    REQUIRE(answer.find("ok") != std::string::npos);
+    CHECK(answer.find("Connection: close") == std::string::npos);
+  }
+  CHECK_FALSE(server.http.under_pressure());
+  // Four held requests bring the open connections past the mark of 4, and
+  // with the idle ones they would take all 7 threads.
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(Connect(server.port));
+    REQUIRE(SendAll(held.back(), "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n"));
+  }
+  // The idle ones close (well before the 300 s keep-alive timeout)...
+  for (int fd : idle) {
+    bool closed = false;
+    ReadUntil(fd, "", seconds(5), &closed);
+    CHECK(closed);
+    ::close(fd);
+  }
+  // ... so a new client gets a thread, and is told the connection closes
+  // after its answer (the four held requests keep the pressure on).
+  const int fresh = Connect(server.port);
+  REQUIRE(SendAll(fresh, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+  bool closed = false;
+  const std::string answer = ReadUntil(fresh, "", seconds(5), &closed);
+  CHECK(answer.find("\r\n\r\nok") != std::string::npos);
+  CHECK(answer.find("Connection: close") != std::string::npos);
+  CHECK(closed);
+  ::close(fresh);
+
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (int fd : held) {
+    CHECK(ReadUntil(fd, "held", seconds(5)).find("held") != std::string::npos);
+    ::close(fd);
+  }
+  // Below the mark again: connections are kept alive as usual.
+  const auto deadline = SteadyClock::now() + seconds(5);
+  while (server.http.under_pressure() && SteadyClock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  CHECK_FALSE(server.http.under_pressure());
+  const int later = Connect(server.port);
+  REQUIRE(SendAll(later, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"));
+  const std::string kept = ReadUntil(later, "\r\n\r\nok", seconds(5));
+  CHECK(kept.find("ok") != std::string::npos);
+  CHECK(kept.find("Connection: close") == std::string::npos);
+  ::close(later);
+}
+
 TEST_CASE("Each chunk a provider writes reaches the client before the next one", "[http_server]") {
   std::promise<void> first_seen;
   auto first_seen_f = first_seen.get_future().share();
