@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "switchboard/json.h"
@@ -370,6 +374,81 @@ class Router::SharedListener final : public SharedStateListener {
   const std::function<void(bool)> on_connectivity_;
 };
 
+// Sends the ends of attempts (lease back, tokens charged) to the shared state
+// from a thread of its own, in order, so that no request waits for those
+// round trips. What is queued while the shared state is unreachable fails
+// and is dropped: leases expire by themselves, and the local limits rule
+// meanwhile.
+class Router::SharedEnds {
+ public:
+  SharedEnds(SharedState& shared, const Clock& clock)
+      : shared_(shared), clock_(clock), thread_([this] { Run(); }) {}
+  ~SharedEnds() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void Push(const Backend& b, const std::string& lease, int64_t tokens) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(End{b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency}, lease,
+                           tokens, clock_.WallNow()});
+      ++pushed_;
+    }
+    cv_.notify_all();
+  }
+
+  void Flush() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t target = pushed_;
+    done_cv_.wait(lock, [&] { return sent_ >= target; });
+  }
+
+ private:
+  struct End {
+    std::string backend_id;
+    RateLimits limits;
+    std::string lease;
+    int64_t tokens = 0;
+    SystemTime at;
+  };
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything was sent
+      std::deque<End> batch;
+      batch.swap(queue_);
+      lock.unlock();
+      for (const End& e : batch) {
+        if (!e.lease.empty()) (void)shared_.Release(e.backend_id, e.lease);
+        if (e.tokens > 0 && e.limits.tpm > 0) {
+          (void)shared_.ChargeTokens(e.backend_id, e.limits, e.tokens, e.at);
+        }
+      }
+      lock.lock();
+      sent_ += batch.size();
+      done_cv_.notify_all();
+    }
+  }
+
+  SharedState& shared_;
+  const Clock& clock_;
+  std::mutex mu_;
+  std::condition_variable cv_;       // work or stop
+  std::condition_variable done_cv_;  // sent_ moved
+  std::deque<End> queue_;            // guarded by mu_
+  uint64_t pushed_ = 0;              // guarded by mu_
+  uint64_t sent_ = 0;                // guarded by mu_
+  bool stop_ = false;                // guarded by mu_
+  std::thread thread_;               // last: starts once the rest is ready
+};
+
 Router::Router(const Clock& clock, StateSink* sink)
     : clock_(clock),
       sharing_sink_(std::make_unique<SharingSink>(sink)),
@@ -381,12 +460,18 @@ Router::Router(const Clock& clock, StateSink* sink)
 
 Router::~Router() {
   if (shared_ != nullptr) shared_->SetListener(nullptr);
+  shared_ends_.reset();  // sends what is queued
+}
+
+void Router::FlushSharedState() const {
+  if (shared_ends_) shared_ends_->Flush();
 }
 
 void Router::ShareState(SharedState* shared, std::function<void()> on_remote_change,
                         std::function<void(bool)> on_connectivity) {
   if (shared == nullptr || shared_ != nullptr) return;
   shared_ = shared;
+  shared_ends_ = std::make_unique<SharedEnds>(*shared, clock_);
   shared_listener_ = std::make_unique<SharedListener>(*this, std::move(on_remote_change),
                                                       std::move(on_connectivity));
   sharing_sink_->Share(shared);
@@ -413,11 +498,8 @@ void Router::SetDivisor(int divisor) {
 }
 
 void Router::EndShared(const Backend& b, const std::string& lease, int64_t tokens) const {
-  if (!lease.empty()) (void)shared_->Release(b.id, lease);
-  if (tokens > 0 && b.tpm_limit > 0) {
-    (void)shared_->ChargeTokens(b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency},
-                                tokens, clock_.WallNow());
-  }
+  if (lease.empty() && (tokens <= 0 || b.tpm_limit <= 0)) return;
+  shared_ends_->Push(b, lease, tokens);
 }
 
 std::shared_ptr<const RoutingSnapshot> Router::snapshot() const {

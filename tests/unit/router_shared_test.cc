@@ -64,8 +64,9 @@ struct Instances {
   Router& operator[](size_t i) { return *routers[i]; }
 };
 
-// Routes `model` on `router` and reports 200: the backend tried, or "" when
-// the plan had none.
+// Routes `model` on `router` and reports 200 (waiting until the attempt's
+// end reached the shared state): the backend tried, or "" when the plan had
+// none.
 std::string Serve(Router& router, const std::string& model = "gpt-4o") {
   RoutePlan plan = router.Route(model);
   if (!plan.ok()) return "";
@@ -73,6 +74,7 @@ std::string Serve(Router& router, const std::string& model = "gpt-4o") {
   if (a == nullptr) return "";
   std::string name = a->backend().name;
   plan.Report(HttpOutcome(200));
+  router.FlushSharedState();  // the lease is back before the next request
   return name;
 }
 
@@ -111,9 +113,12 @@ TEST_CASE("Routers sharing state hold a concurrency cap across all of them", "[r
   REQUIRE(p1.Next() != nullptr);
   CHECK(Serve(in[2]).empty());
   p0.Report(HttpOutcome(200));
+  in[0].FlushSharedState();  // the lease goes back off the request path
   CHECK(Serve(in[2]) == "capped");
+  in[2].FlushSharedState();
   // A plan dropped mid-attempt gives its lease back too.
   { RoutePlan dropped = std::move(p1); }
+  in[1].FlushSharedState();
   RoutePlan a = in[2].Route("gpt-4o");
   RoutePlan c = in[0].Route("gpt-4o");
   CHECK(a.Next() != nullptr);

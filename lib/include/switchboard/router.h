@@ -265,6 +265,11 @@ class Router {
                   std::function<void(bool)> on_connectivity = {});
   // Null unless ShareState() was called.
   SharedState* shared_state() const { return shared_; }
+  // The end of an attempt (its lease back, its tokens charged) reaches the
+  // shared state from a background thread, off the request path; this waits
+  // until everything ended so far got there (or failed to). For tests and
+  // shutdown; the destructor does it too.
+  void FlushSharedState() const;
   // What local limits are divided by now: 1, or the instance count while
   // the shared state is unreachable.
   int limit_divisor() const { return divisor_.load(std::memory_order_relaxed); }
@@ -278,6 +283,7 @@ class Router {
   friend class RoutePlan;
   class SharingSink;
   class SharedListener;
+  class SharedEnds;
   BackendLiveState LiveStateOf(const RoutingSnapshot::Entry& entry) const;
   // The limits the local limiter enforces for `b`: its own, divided by the
   // current divisor.
@@ -296,6 +302,7 @@ class Router {
 
   SharedState* shared_ = nullptr;  // set once, before routing
   std::unique_ptr<SharedListener> shared_listener_;
+  std::unique_ptr<SharedEnds> shared_ends_;
   std::atomic<int> divisor_{1};
 
   std::mutex update_mu_;  // serializes Update() and SetDivisor(); held while building
