@@ -208,25 +208,14 @@ Status Server::OpenSharedState() {
   shared_ = *std::move(shared);
   router_->ShareState(
       shared_.get(),
-      [this] {
-        {
-          std::lock_guard<std::mutex> lock(reload_mu_);
-          reload_pending_ = true;
-        }
-        reload_wake_.notify_all();
-      },
+      [this] { RequestReload(); },
       [this](bool connected) {
         if (connected) {
           std::fprintf(stderr,
                        "switchboard: shared state reachable again: limits are shared by %d "
                        "instances\n",
                        shared_->instances());
-          // Changes announced while it was away were missed: reload.
-          {
-            std::lock_guard<std::mutex> lock(reload_mu_);
-            reload_pending_ = true;
-          }
-          reload_wake_.notify_all();
+          RequestReload();  // changes announced while it was away were missed
         } else {
           std::fprintf(stderr,
                        "switchboard: shared state unreachable: each backend's limits are "
@@ -244,6 +233,14 @@ Status Server::OpenSharedState() {
                  RedactRedisUrl(options_.shared_state_url).c_str(), shared_->instances());
   }
   return Status::Ok();
+}
+
+void Server::RequestReload() {
+  {
+    std::lock_guard<std::mutex> lock(reload_mu_);
+    reload_pending_ = true;
+  }
+  reload_wake_.notify_all();
 }
 
 void Server::ReloadLoop() {

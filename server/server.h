@@ -158,6 +158,8 @@ class Server {
   // Reloads backends, config and client keys when another instance changed
   // them (signalled by the shared state), off the shared state's thread.
   void ReloadLoop();
+  // Wakes ReloadLoop(); callable from any thread.
+  void RequestReload();
   void StopReloadLoop();
 
   const ServerOptions options_;

@@ -39,6 +39,11 @@ Duration LeaseTtl(const Backend& b) {
   return std::chrono::seconds(b.timeout_seconds) + std::chrono::minutes(5);
 }
 
+// The limits a backend is configured with.
+RateLimits LimitsOf(const Backend& b) {
+  return RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency};
+}
+
 // `limit` shared by `n` instances: at least 1 each; 0 (unlimited) stays 0.
 int64_t DivideLimit(int64_t limit, int n) {
   if (limit <= 0 || n <= 1) return limit;
@@ -175,7 +180,7 @@ bool RoutePlan::SkipIfUnavailable(uint32_t index, bool claim, bool* half_open,
     // The limits across instances. Unreachable: the local admission stands
     // (the local limits are divided meanwhile, see Router::SetDivisor).
     Result<SharedAdmission> shared = router_->shared_->TryAcquire(
-        b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency},
+        b.id, LimitsOf(b),
         router_->clock_.WallNow(), LeaseTtl(b));
     if (shared.ok() && !shared->admitted) {
       router_->limiter_.Refund(*e.limiter);
@@ -395,8 +400,7 @@ class Router::SharedEnds {
   void Push(const Backend& b, const std::string& lease, int64_t tokens) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(End{b.id, RateLimits{b.rpm_limit, b.tpm_limit, b.max_concurrency}, lease,
-                           tokens, clock_.WallNow()});
+      queue_.push_back(End{b.id, LimitsOf(b), lease, tokens, clock_.WallNow()});
       ++pushed_;
     }
     cv_.notify_all();

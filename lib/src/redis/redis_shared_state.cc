@@ -169,14 +169,20 @@ std::string RandomInstanceId() {
 
 // --- Pub/sub messages --------------------------------------------------------
 
-std::string EncodeChange(const std::string& from) {
-  rapidjson::StringBuffer buffer;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+// Opens a message object with the fields every message has.
+void StartMessage(rapidjson::Writer<rapidjson::StringBuffer>& w, const std::string& from,
+                  const char* kind) {
   w.StartObject();
   w.Key("from");
   w.String(from);
   w.Key("kind");
-  w.String("change");
+  w.String(kind);
+}
+
+std::string EncodeChange(const std::string& from) {
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
+  StartMessage(w, from, "change");
   w.EndObject();
   return std::string(buffer.GetString(), buffer.GetSize());
 }
@@ -184,11 +190,7 @@ std::string EncodeChange(const std::string& from) {
 std::string EncodeState(const std::string& from, const BackendState& s) {
   rapidjson::StringBuffer buffer;
   rapidjson::Writer<rapidjson::StringBuffer> w(buffer);
-  w.StartObject();
-  w.Key("from");
-  w.String(from);
-  w.Key("kind");
-  w.String("state");
+  StartMessage(w, from, "state");
   w.Key("id");
   w.String(s.backend_id);
   w.Key("status");
